@@ -1,0 +1,190 @@
+//! Finding the images of a dataset on disk.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::DataError;
+
+/// Extensions (lower-case) the decoders of this crate understand.
+const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+/// The image files below a folder, found once at start-up.
+///
+/// The list is sorted by path so that file index `i` means the same file on
+/// every machine and every run: shuffles, resume positions and sample seeds
+/// all refer to these indices. Files are only *listed* here; whether they
+/// decode is discovered lazily by the [`crate::Loader`], because opening every
+/// file up front would make start-up on a million-image dataset take minutes.
+#[derive(Clone, Debug)]
+pub struct ImageFolder {
+    root: PathBuf,
+    paths: Vec<PathBuf>,
+    fingerprint: String,
+}
+
+impl ImageFolder {
+    /// Recursively scans `root` for `.png`, `.jpg`, `.jpeg` and `.webp` files
+    /// (extension compared case-insensitively), sorted by path.
+    ///
+    /// Symbolic links are followed (datasets are often assembled from links),
+    /// with each real directory visited once so a link cycle cannot loop.
+    /// A directory whose name ends in `.png` is descended into, never listed.
+    ///
+    /// # Errors
+    /// [`DataError::MissingRoot`] if `root` is not an existing directory,
+    /// [`DataError::NoImages`] if nothing with an image extension is below it,
+    /// [`DataError::Io`] if a folder or file's metadata cannot be read.
+    pub fn scan(root: &Path) -> Result<Self, DataError> {
+        if !root.is_dir() {
+            return Err(DataError::MissingRoot {
+                root: root.to_path_buf(),
+            });
+        }
+        let mut found = Vec::new();
+        let mut visited = HashSet::new();
+        collect(root, &mut visited, &mut found)?;
+        if found.is_empty() {
+            return Err(DataError::NoImages {
+                root: root.to_path_buf(),
+            });
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let fingerprint = fingerprint_of(root, &found);
+        Ok(Self {
+            root: root.to_path_buf(),
+            paths: found.into_iter().map(|(path, _)| path).collect(),
+            fingerprint,
+        })
+    }
+
+    /// The folder this dataset was scanned from (used in error messages).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Number of candidate files (readable or not).
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Always `false` for a folder built by [`ImageFolder::scan`], which
+    /// rejects empty datasets; provided for API symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The candidate files, sorted; index `i` here is file index `i` everywhere else.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// A 16-hex-digit fingerprint of the file list with each file's size and
+    /// modification time, as seen by [`ImageFolder::scan`].
+    ///
+    /// Store it in a checkpoint: on resume, a different fingerprint means the
+    /// dataset changed and the saved [`crate::DataPosition`] no longer points
+    /// at the same images. Paths are taken relative to the root, so the same
+    /// dataset mounted at another place keeps its fingerprint. The hash is
+    /// FNV-1a, spelled out here rather than `std`'s hasher, whose output may
+    /// change between Rust releases.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+/// Size and modification time (nanoseconds since the Unix epoch, 0 if the
+/// platform cannot tell) of one listed file.
+type FileStamp = (u64, u128);
+
+fn collect(
+    dir: &Path,
+    visited: &mut HashSet<PathBuf>,
+    found: &mut Vec<(PathBuf, FileStamp)>,
+) -> Result<(), DataError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    let real = fs::canonicalize(dir).map_err(io_err(dir))?;
+    if !visited.insert(real) {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        // `fs::metadata` follows links; a dangling link is skipped rather than
+        // failing the scan, since the loader would skip it anyway.
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            collect(&path, visited, found)?;
+        } else if meta.is_file() && has_image_extension(&path) {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            found.push((path, (meta.len(), mtime)));
+        }
+    }
+    Ok(())
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn fingerprint_of(root: &Path, files: &[(PathBuf, FileStamp)]) -> String {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
+    };
+    for (path, (size, mtime)) in files {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        // Components joined with '/' so the fingerprint is the same on Windows.
+        let rel: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+        feed(rel.join("/").as_bytes());
+        // A separator byte that cannot occur in a path keeps "a"+"bc" and
+        // "ab"+"c" apart.
+        feed(&[0]);
+        feed(&size.to_le_bytes());
+        feed(&mtime.to_le_bytes());
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_are_case_insensitive() {
+        assert!(has_image_extension(Path::new("a/B.PNG")));
+        assert!(has_image_extension(Path::new("x.JpEg")));
+        assert!(has_image_extension(Path::new("x.webp")));
+        assert!(!has_image_extension(Path::new("x.gif")));
+        assert!(!has_image_extension(Path::new("png")));
+    }
+
+    #[test]
+    fn fingerprint_sees_size_and_name_changes() {
+        let root = Path::new("/data");
+        let files = vec![(PathBuf::from("/data/a.png"), (10, 5))];
+        let base = fingerprint_of(root, &files);
+        assert_eq!(base.len(), 16);
+        let resized = vec![(PathBuf::from("/data/a.png"), (11, 5))];
+        let renamed = vec![(PathBuf::from("/data/b.png"), (10, 5))];
+        let moved_root = vec![(PathBuf::from("/other/a.png"), (10, 5))];
+        assert_ne!(base, fingerprint_of(root, &resized));
+        assert_ne!(base, fingerprint_of(root, &renamed));
+        assert_eq!(base, fingerprint_of(Path::new("/other"), &moved_root));
+    }
+}

@@ -1,0 +1,124 @@
+//! The convolutional encoder: image → `2·z_channels` moments (KL) map at 1/f size.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::silu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use crate::attention::AttnBlock;
+use crate::config::AutoencoderConfig;
+use crate::norm::GroupNorm;
+use crate::resample::Downsample;
+use crate::resnet::{ae_norm, conv3, ResnetBlock};
+
+/// One resolution level: residual blocks, optional attention after each, and
+/// a downsample unless it is the last level.
+#[derive(Module, Debug)]
+pub struct EncoderLevel<B: Backend> {
+    /// Residual blocks of this level.
+    pub block: Vec<ResnetBlock<B>>,
+    /// Attention after each block (empty when this resolution has none).
+    pub attn: Vec<AttnBlock<B>>,
+    /// Halving at the end of the level (absent on the last level).
+    pub downsample: Option<Downsample<B>>,
+}
+
+/// Res → Attn → Res at the bottleneck, shared by encoder and decoder.
+#[derive(Module, Debug)]
+pub struct MidBlock<B: Backend> {
+    /// First residual block.
+    pub block_1: ResnetBlock<B>,
+    /// Self-attention.
+    pub attn_1: AttnBlock<B>,
+    /// Second residual block.
+    pub block_2: ResnetBlock<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    /// A bottleneck of width `ch`.
+    pub fn new(ch: usize, dropout: f64, device: &B::Device) -> Self {
+        Self {
+            block_1: ResnetBlock::new(ch, ch, dropout, device),
+            attn_1: AttnBlock::new(ch, device),
+            block_2: ResnetBlock::new(ch, ch, dropout, device),
+        }
+    }
+
+    /// Applies the bottleneck.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.block_2
+            .forward(self.attn_1.forward(self.block_1.forward(x)))
+    }
+}
+
+/// The reference `Encoder` (with `double_z`: it outputs mean and log-variance).
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    /// Image → `ch` channels.
+    pub conv_in: Conv2d<B>,
+    /// Levels from full to lowest resolution.
+    pub down: Vec<EncoderLevel<B>>,
+    /// Bottleneck.
+    pub mid: MidBlock<B>,
+    /// Final normalization.
+    pub norm_out: GroupNorm<B>,
+    /// Features → latent moments.
+    pub conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Builds the encoder; `out_channels` is 2·z for a Gaussian posterior.
+    pub fn new(cfg: &AutoencoderConfig, out_channels: usize, device: &B::Device) -> Self {
+        let mut curr_res = cfg.resolution;
+        let mut block_in = cfg.ch;
+        let levels = cfg.ch_mult.len();
+        let mut down = Vec::with_capacity(levels);
+        for (i, mult) in cfg.ch_mult.iter().enumerate() {
+            let block_out = cfg.ch * mult;
+            let mut block = Vec::new();
+            let mut attn = Vec::new();
+            for _ in 0..cfg.num_res_blocks {
+                block.push(ResnetBlock::new(block_in, block_out, cfg.dropout, device));
+                block_in = block_out;
+                if cfg.attn_resolutions.contains(&curr_res) {
+                    attn.push(AttnBlock::new(block_in, device));
+                }
+            }
+            let downsample = (i + 1 != levels).then(|| Downsample::new(block_in, device));
+            if downsample.is_some() {
+                curr_res /= 2;
+            }
+            down.push(EncoderLevel {
+                block,
+                attn,
+                downsample,
+            });
+        }
+        Self {
+            conv_in: conv3(cfg.in_channels, cfg.ch, device),
+            down,
+            mid: MidBlock::new(block_in, cfg.dropout, device),
+            norm_out: ae_norm(block_in, device),
+            conv_out: conv3(block_in, out_channels, device),
+        }
+    }
+
+    /// `[N, 3, H, W]` → `[N, out_channels, H/f, W/f]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = self.conv_in.forward(x);
+        for level in &self.down {
+            for (i, block) in level.block.iter().enumerate() {
+                h = block.forward(h);
+                if let Some(attn) = level.attn.get(i) {
+                    h = attn.forward(h);
+                }
+            }
+            if let Some(ds) = &level.downsample {
+                h = ds.forward(h);
+            }
+        }
+        let h = self.mid.forward(h);
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+}

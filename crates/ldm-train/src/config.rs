@@ -1,0 +1,432 @@
+//! The typed TOML configuration of an autoencoder run.
+//!
+//! Keys follow the reference YAML names. Unknown keys are errors, and every
+//! error names the file, the key path and what was expected.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ldm_models::discriminator::DiscNorm;
+use ldm_models::AutoencoderConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::shipped;
+
+/// A whole autoencoder run configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderRunConfig {
+    /// Network architecture.
+    pub model: AutoencoderConfig,
+    /// Loss weights and discriminator.
+    pub loss: LossConfig,
+    /// Training images and augmentation.
+    pub data: DataConfig,
+    /// Steps, batch, seed and learning rate.
+    pub train: TrainConfig,
+    /// Adam settings shared by the generator and discriminator optimizers.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Checkpoint cadence and retention.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// TensorBoard cadence and validation.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// Which discriminator loss is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscLoss {
+    /// 0.5·(mean relu(1 − D(x)) + mean relu(1 + D(x̂))).
+    #[default]
+    Hinge,
+    /// 0.5·(mean softplus(−D(x)) + mean softplus(D(x̂))).
+    Vanilla,
+}
+
+/// `[loss]`: the `LPIPSWithDiscriminator` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// Weight of LPIPS inside the reconstruction term (0 disables LPIPS entirely).
+    #[serde(default = "one")]
+    pub perceptual_weight: f64,
+    /// LPIPS VGG16 safetensors; empty = the file `scripts/setup.sh` writes to the cache.
+    #[serde(default)]
+    pub lpips_weights: String,
+    /// Weight of the KL term.
+    #[serde(default = "kl_default")]
+    pub kl_weight: f64,
+    /// Initial value of the output log-variance.
+    #[serde(default)]
+    pub logvar_init: f64,
+    /// Learn the log-variance (sgm's `learn_logvar`; the reference keeps it at its init).
+    #[serde(default)]
+    pub learn_logvar: bool,
+    /// Step from which the GAN terms switch on.
+    #[serde(default = "disc_start_default")]
+    pub disc_start: u64,
+    /// Multiplier of the adaptive GAN weight.
+    #[serde(default = "half")]
+    pub disc_weight: f64,
+    /// GAN factor once active (0 disables the discriminator entirely).
+    #[serde(default = "one")]
+    pub disc_factor: f64,
+    /// Discriminator loss.
+    #[serde(default)]
+    pub disc_loss: DiscLoss,
+    /// Discriminator input channels.
+    #[serde(default = "three")]
+    pub disc_in_channels: usize,
+    /// Number of stride-2 discriminator layers.
+    #[serde(default = "three")]
+    pub disc_num_layers: usize,
+    /// Discriminator base width.
+    #[serde(default = "ndf_default")]
+    pub disc_ndf: usize,
+    /// Discriminator normalization: `batch` or `act` (ActNorm).
+    #[serde(default)]
+    pub disc_norm: DiscNorm,
+}
+
+/// `[data]`: where images come from and how they are cropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder of training images (searched recursively).
+    pub root: PathBuf,
+    /// Held-out folder for validation during training (optional).
+    #[serde(default)]
+    pub val_root: Option<PathBuf>,
+    /// Crop size; shorter side is resized to it first.
+    pub size: u32,
+    /// Random (else center) crops for training.
+    #[serde(default = "yes")]
+    pub random_crop: bool,
+    /// Random horizontal flips for training.
+    #[serde(default = "yes")]
+    pub hflip: bool,
+    /// Decoding threads (0 = all cores).
+    #[serde(default)]
+    pub workers: usize,
+    /// Batches decoded ahead of the trainer.
+    #[serde(default = "prefetch_default")]
+    pub prefetch: usize,
+}
+
+/// `[train]`: the optimization schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Images per step.
+    pub batch_size: usize,
+    /// Stop after this many steps.
+    pub max_steps: u64,
+    /// Seed of weights, data order, augmentation and posterior noise.
+    #[serde(default)]
+    pub seed: u64,
+    /// Base learning rate.
+    pub base_lr: f64,
+    /// Reference rule lr = n_gpus · batch_size · base_lr; off = use base_lr as is.
+    #[serde(default = "yes")]
+    pub scale_lr: bool,
+}
+
+/// `[optimizer]`: Adam for both G and D (PyTorch's eps; burn's default differs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// First-moment decay (reference: 0.5).
+    #[serde(default = "beta1_default")]
+    pub beta1: f64,
+    /// Second-moment decay (reference: 0.9).
+    #[serde(default = "beta2_default")]
+    pub beta2: f64,
+    /// Denominator epsilon (PyTorch default 1e-8).
+    #[serde(default = "eps_default")]
+    pub eps: f64,
+    /// L2 weight decay (0 in the reference).
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// `[checkpoint]`: when to write and which to keep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many steps (and always at the end).
+    #[serde(default = "ckpt_every_default")]
+    pub every: u64,
+    /// Keep the newest K checkpoints.
+    #[serde(default = "keep_last_default")]
+    pub keep_last: usize,
+    /// Also keep every checkpoint whose step is a multiple of this (0 = none).
+    #[serde(default)]
+    pub keep_every: u64,
+}
+
+/// `[logging]`: TensorBoard cadence and in-training validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Scalars every this many steps.
+    #[serde(default = "log_every_default")]
+    pub every: u64,
+    /// Input | reconstruction grids every this many steps (0 = never).
+    #[serde(default = "image_every_default")]
+    pub image_every: u64,
+    /// Validation PSNR / L1 / LPIPS on `data.val_root` every this many steps (0 = never).
+    #[serde(default)]
+    pub val_every: u64,
+    /// Images of the validation set used during training (0 = all).
+    #[serde(default = "val_images_default")]
+    pub val_images: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+fn three() -> usize {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn kl_default() -> f64 {
+    1e-6
+}
+fn disc_start_default() -> u64 {
+    50001
+}
+fn ndf_default() -> usize {
+    64
+}
+fn prefetch_default() -> usize {
+    4
+}
+fn beta1_default() -> f64 {
+    0.5
+}
+fn beta2_default() -> f64 {
+    0.9
+}
+fn eps_default() -> f64 {
+    1e-8
+}
+fn ckpt_every_default() -> u64 {
+    1000
+}
+fn keep_last_default() -> usize {
+    3
+}
+fn log_every_default() -> u64 {
+    10
+}
+fn image_every_default() -> u64 {
+    500
+}
+fn val_images_default() -> usize {
+    16
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            beta1: beta1_default(),
+            beta2: beta2_default(),
+            eps: eps_default(),
+            weight_decay: 0.0,
+        }
+    }
+}
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: ckpt_every_default(),
+            keep_last: keep_last_default(),
+            keep_every: 0,
+        }
+    }
+}
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            every: log_every_default(),
+            image_every: image_every_default(),
+            val_every: 0,
+            val_images: val_images_default(),
+        }
+    }
+}
+
+impl AutoencoderRunConfig {
+    /// The learning rate after the reference scaling rule (one process, no accumulation).
+    pub fn learning_rate(&self, n_devices: usize) -> f64 {
+        if self.train.scale_lr {
+            n_devices as f64 * self.train.batch_size as f64 * self.train.base_lr
+        } else {
+            self.train.base_lr
+        }
+    }
+
+    /// Semantic checks; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        if let Err((key, why)) = self.model.validate() {
+            bail!("{key}: {why}");
+        }
+        let size = self.data.size as usize;
+        if size % self.model.downsampling() != 0 {
+            bail!(
+                "data.size: {size} is not divisible by the downsampling factor {}",
+                self.model.downsampling()
+            );
+        }
+        if self.train.batch_size == 0 {
+            bail!("train.batch_size: must be at least 1");
+        }
+        if self.checkpoint.every == 0 || self.checkpoint.keep_last == 0 {
+            bail!("checkpoint.every / checkpoint.keep_last: must be at least 1");
+        }
+        if self.loss.perceptual_weight < 0.0 || self.loss.kl_weight < 0.0 {
+            bail!("loss.perceptual_weight / loss.kl_weight: must not be negative");
+        }
+        Ok(())
+    }
+}
+
+/// Where a config came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// Display name: a path or `shipped:NAME`.
+    pub name: String,
+    /// The TOML text.
+    pub text: String,
+}
+
+/// Reads `--config`: an existing path, or else the name of a shipped config
+/// (`f8.toml`, `f8`, `tiny/kl-f4.toml`) embedded in the binary.
+pub fn read_source(arg: &str) -> Result<ConfigSource> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        return Ok(ConfigSource {
+            name: path.display().to_string(),
+            text,
+        });
+    }
+    match shipped::find(arg) {
+        Some((name, text)) => Ok(ConfigSource {
+            name: format!("shipped:{name}"),
+            text: text.to_string(),
+        }),
+        None => bail!(
+            "config {arg}: no such file, and not a shipped config (see `ldm-train configs`)"
+        ),
+    }
+}
+
+/// Applies `key.path=value` overrides to a TOML document. The value is parsed
+/// as TOML (`1e-4`, `[1, 2, 4]`, `true`, `"text"`), falling back to a bare string.
+pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()> {
+    for item in overrides {
+        let (key, raw) = item
+            .split_once('=')
+            .with_context(|| format!("--set {item}: expected key.path=value"))?;
+        let key = key.trim();
+        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+            Ok(mut t) => t.remove("v").expect("parsed key"),
+            Err(_) => toml::Value::String(raw.to_string()),
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, parents) = parts.split_last().expect("split yields one part");
+        let mut table = &mut *doc;
+        for p in parents {
+            let entry = table
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            table = entry
+                .as_table_mut()
+                .with_context(|| format!("--set {key}: `{p}` is not a section"))?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    Ok(())
+}
+
+/// Parses a typed config from TOML text with overrides; errors name the source and key path.
+pub fn parse<T: serde::de::DeserializeOwned>(src: &ConfigSource, overrides: &[String]) -> Result<T> {
+    let mut doc: toml::Table = toml::from_str(&src.text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid TOML: {}", src.name, one_line(&e.to_string())))?;
+    apply_overrides(&mut doc, overrides)?;
+    let de = toml::Value::Table(doc);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = one_line(&e.inner().to_string());
+        anyhow::anyhow!("{}: key `{path}`: {inner}", src.name)
+    })
+}
+
+/// Loads, overrides and validates an autoencoder run config.
+pub fn load_autoencoder(arg: &str, overrides: &[String]) -> Result<(AutoencoderRunConfig, ConfigSource)> {
+    let src = read_source(arg)?;
+    let cfg: AutoencoderRunConfig = parse(&src, overrides)?;
+    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
+    Ok((cfg, src))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_parses_and_validates() {
+        for (name, _) in shipped::ALL {
+            let (cfg, _) = load_autoencoder(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(cfg.model.ch_mult.len() >= 2, "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_autoencoder("tiny/kl-f4.toml", &["model.chanels=4".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("model") && msg.contains("chanels"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load_autoencoder("tiny/kl-f4.toml", &["train.batch_size=\"four\"".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("train.batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn overrides_parse_toml_values() {
+        let (cfg, _) = load_autoencoder(
+            "f8.toml",
+            &["train.base_lr=1e-4".into(), "model.ch_mult=[1, 2, 2, 4]".into()],
+        )
+        .unwrap();
+        assert_eq!(cfg.train.base_lr, 1e-4);
+        assert_eq!(cfg.model.ch_mult, vec![1, 2, 2, 4]);
+    }
+
+    #[test]
+    fn lr_scaling_rule() {
+        let (mut cfg, _) = load_autoencoder("f8.toml", &[]).unwrap();
+        cfg.train.batch_size = 12;
+        assert!((cfg.learning_rate(2) - 2.0 * 12.0 * 4.5e-6).abs() < 1e-12);
+        cfg.train.scale_lr = false;
+        assert_eq!(cfg.learning_rate(2), 4.5e-6);
+    }
+}

@@ -1,0 +1,89 @@
+//! The run directory: resolved config, checkpoints, TensorBoard, samples and
+//! a JSON-lines log of every scalar for scripts and resume checks.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Paths inside `runs/<name>/`.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    /// The run directory itself.
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the directory tree.
+    pub fn create(root: &Path) -> Result<Self> {
+        for sub in ["checkpoints", "tensorboard", "samples"] {
+            fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    /// `tensorboard/`.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tensorboard")
+    }
+    /// `samples/`.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    /// `metrics.jsonl`: one JSON object per logged step.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// Writes the resolved config.
+    pub fn write_config(&self, text: &str) -> Result<()> {
+        let p = self.root.join("config.toml");
+        fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))
+    }
+
+    /// Drops metric lines after `step` (left by a run that died after its last checkpoint).
+    pub fn truncate_metrics_after(&self, step: u64) -> Result<()> {
+        let p = self.metrics();
+        let Ok(text) = fs::read_to_string(&p) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&p, kept).with_context(|| format!("cannot rewrite {}", p.display()))
+    }
+
+    /// Appends one metrics line.
+    pub fn append_metrics(&self, step: u64, values: &[(String, f64)]) -> Result<()> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("step".into(), step.into());
+        for (k, v) in values {
+            let num = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
+            obj.insert(k.clone(), num);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.metrics())
+            .with_context(|| format!("cannot open {}", self.metrics().display()))?;
+        writeln!(f, "{}", serde_json::Value::Object(obj))?;
+        Ok(())
+    }
+}

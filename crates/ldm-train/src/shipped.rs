@@ -1,0 +1,18 @@
+//! Configs embedded in the binary, so `--config f8.toml` works from any directory.
+
+/// `(name, TOML text)` of every shipped config, names relative to `configs/`.
+pub const ALL: &[(&str, &str)] = &[
+    ("f4.toml", include_str!("../../../configs/f4.toml")),
+    ("f8.toml", include_str!("../../../configs/f8.toml")),
+    ("f16.toml", include_str!("../../../configs/f16.toml")),
+    ("f32.toml", include_str!("../../../configs/f32.toml")),
+    ("tiny/kl-f4.toml", include_str!("../../../configs/tiny/kl-f4.toml")),
+];
+
+/// Finds a shipped config by name, with or without `.toml` or a `configs/` prefix.
+pub fn find(name: &str) -> Option<(&'static str, &'static str)> {
+    let name = name.strip_prefix("configs/").unwrap_or(name);
+    ALL.iter()
+        .find(|(n, _)| *n == name || n.strip_suffix(".toml") == Some(name))
+        .copied()
+}

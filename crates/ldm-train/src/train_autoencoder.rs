@@ -1,0 +1,215 @@
+//! `ldm-train autoencoder`: the training loop around [`AeTrainer`] — data,
+//! logging, validation, images, checkpoints and resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use ldm_data::{grid_rgb8, save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform};
+
+use crate::ae_trainer::{AeTrainer, KIND_KL};
+use crate::checkpoint::{self, CheckpointState, CheckpointWriter};
+use crate::config::{self, AutoencoderRunConfig, ConfigSource};
+use crate::eval::{eval_loader, evaluate};
+use crate::progress;
+use crate::run_dir::RunDir;
+use crate::tensorboard::EventWriter;
+
+/// What the CLI passes to a training run.
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    /// `--config` (path or shipped name).
+    pub config: String,
+    /// `--set key=value` overrides.
+    pub overrides: Vec<String>,
+    /// `--run-dir` (default `runs/<config name>`).
+    pub run_dir: Option<PathBuf>,
+    /// `--resume [PATH]`: `Some(None)` = latest of the run directory.
+    pub resume: Option<Option<PathBuf>>,
+}
+
+fn default_run_dir(config: &str) -> PathBuf {
+    let stem = Path::new(config)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}
+
+fn hash_text(text: &str) -> String {
+    crate::checkpoint::FileDigest::of(text.as_bytes()).fnv1a
+}
+
+/// Trains an autoencoder on backend `B` as the args say.
+pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()> {
+    let (cfg, src) = config::load_autoencoder(&args.config, &args.overrides)?;
+    let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
+    let root = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.config));
+    let run = RunDir::create(&root)?;
+    let folder = ImageFolder::scan(&cfg.data.root)?;
+    let fingerprint = folder.fingerprint();
+    let mut trainer = AeTrainer::<B>::new(cfg.clone(), device.clone())?;
+    let mut position = DataPosition::default();
+    let mut skipped_before = 0;
+    match &args.resume {
+        Some(path) => {
+            let path = path.clone().unwrap_or_else(|| run.checkpoints());
+            let ck = checkpoint::load(&path, KIND_KL)?;
+            let ck_src = ConfigSource {
+                name: format!("{}/config.toml", ck.dir.display()),
+                text: ck.config_text.clone(),
+            };
+            let ck_cfg: AutoencoderRunConfig = config::parse(&ck_src, &[])?;
+            if ck_cfg.model != cfg.model {
+                bail!(
+                    "{}: [model] differs from checkpoint {} — a resume must keep the architecture",
+                    src.name,
+                    ck.dir.display()
+                );
+            }
+            if ck.state.dataset_fingerprint != fingerprint {
+                eprintln!(
+                    "warning: {} changed since checkpoint {} (the data order will differ)",
+                    cfg.data.root.display(),
+                    ck.dir.display()
+                );
+            }
+            trainer.restore(&ck)?;
+            position = ck.state.data_position;
+            skipped_before = ck.state.skipped_images;
+            run.truncate_metrics_after(trainer.step)?;
+            eprintln!("resumed from {} at step {}", ck.dir.display(), trainer.step);
+        }
+        None => {
+            if run.checkpoints().join(checkpoint::LATEST).exists() {
+                bail!(
+                    "{} already holds checkpoints: continue it with --resume, or pick another --run-dir",
+                    root.display()
+                );
+            }
+        }
+    }
+    run.write_config(&resolved)?;
+    let loader_cfg = LoaderConfig {
+        batch_size: cfg.train.batch_size,
+        workers: cfg.data.workers,
+        seed: cfg.train.seed,
+        shuffle: true,
+        drop_last: true,
+        repeat: true,
+        transform: Transform {
+            size: cfg.data.size,
+            random_crop: cfg.data.random_crop,
+            hflip: cfg.data.hflip,
+        },
+        prefetch: cfg.data.prefetch,
+    };
+    let mut loader = Loader::new(folder, loader_cfg, position)?;
+    let writer = CheckpointWriter::new(&run.checkpoints(), cfg.checkpoint.keep_last, cfg.checkpoint.keep_every)?;
+    let mut tb = EventWriter::create(&run.tensorboard())?;
+    let max = cfg.train.max_steps;
+    eprintln!(
+        "training {} → {} ({} images, lr {:.3e}, {} steps)",
+        src.name,
+        root.display(),
+        loader_len(&cfg.data.root),
+        trainer.lr,
+        max
+    );
+    let pb = progress::bar(max, trainer.step, "steps");
+    let fresh = trainer.step == 0;
+    let mut last_ckpt = None;
+    while trainer.step < max {
+        let batch = loader.next_batch()?.context("training data ended")?;
+        let [n, c, h, w] = batch.shape();
+        let x = Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), &device);
+        if fresh && trainer.step == 0 {
+            trainer.initialize_discriminator(x.clone());
+        }
+        let t0 = Instant::now();
+        let out = trainer.train_step(x)?;
+        let dt = t0.elapsed().as_secs_f64();
+        position = batch.next;
+        let step = trainer.step;
+        let loss = out.scalars.first().map(|s| s.1).unwrap_or(f64::NAN);
+        pb.set_message(format!("loss {loss:.4}"));
+        pb.inc(1);
+        if step % cfg.logging.every == 0 || step == max {
+            let scalars: Vec<(String, f64)> = out.scalars.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            for (k, v) in &scalars {
+                tb.add_scalar(&format!("train/{k}"), *v as f32, step)?;
+            }
+            tb.add_scalar("perf/images_per_sec", (n as f64 / dt) as f32, step)?;
+            tb.add_scalar("perf/step_time", dt as f32, step)?;
+            run.append_metrics(step, &scalars)?;
+        }
+        if cfg.logging.image_every > 0 && (step % cfg.logging.image_every == 0 || step == max) {
+            let k = n.min(4);
+            let per = c * h * w;
+            let mut tiles = batch.images[..k * per].to_vec();
+            let recon: Vec<f32> = out.recon.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            tiles.extend_from_slice(&recon[..k * per]);
+            let (rgb, gw, gh) = grid_rgb8(&tiles, 2 * k, h, w, k);
+            tb.add_image_rgb("train/reconstructions", &rgb, gw, gh, step)?;
+            save_grid_png(&run.samples().join(format!("recon-{step:08}.png")), &tiles, 2 * k, h, w, k)?;
+        }
+        if let (Some(val_root), true) = (&cfg.data.val_root, cfg.logging.val_every > 0) {
+            if step % cfg.logging.val_every == 0 || step == max {
+                let loader = eval_loader(val_root, cfg.data.size, cfg.train.batch_size)?;
+                let ae = trainer.gen.ae.valid();
+                let lpips = trainer.lpips.as_ref().map(|l| l.valid());
+                let f = cfg.model.downsampling();
+                let rep = evaluate(&ae, lpips.as_ref(), f, loader, cfg.logging.val_images, None, &device)?;
+                tb.add_scalar("val/psnr", rep.psnr as f32, step)?;
+                tb.add_scalar("val/ssim", rep.ssim as f32, step)?;
+                tb.add_scalar("val/rec_loss", rep.l1 as f32, step)?;
+                tb.add_scalar("val/baseline_psnr", rep.baseline_psnr as f32, step)?;
+                if let Some(l) = rep.lpips {
+                    tb.add_scalar("val/lpips", l as f32, step)?;
+                }
+                pb.println(format!(
+                    "step {step}: val PSNR {:.2} dB (baseline {:.2}), SSIM {:.3}",
+                    rep.psnr, rep.baseline_psnr, rep.ssim
+                ));
+            }
+        }
+        if step % cfg.checkpoint.every == 0 || step == max {
+            tb.flush()?;
+            let base = CheckpointState {
+                format_version: checkpoint::FORMAT_VERSION,
+                kind: KIND_KL.into(),
+                step,
+                data_position: position,
+                seed: cfg.train.seed,
+                lr: trainer.lr,
+                config_hash: hash_text(&resolved),
+                dataset_fingerprint: fingerprint.clone(),
+                skipped_images: skipped_before + loader.skipped(),
+                latent_stats: None,
+                files: Default::default(),
+            };
+            let state = trainer.checkpoint_state(base);
+            let dir = writer.write(state, &resolved, trainer.checkpoint_files()?)?;
+            trainer.latents.reset();
+            last_ckpt = Some(dir);
+        }
+    }
+    pb.finish_and_clear();
+    tb.flush()?;
+    let skipped = skipped_before + loader.skipped();
+    if skipped > 0 {
+        eprintln!("{skipped} unreadable image(s) were skipped (see warnings above)");
+    }
+    match last_ckpt {
+        Some(dir) => eprintln!("done: step {} — checkpoint {}", trainer.step, dir.display()),
+        None => eprintln!("nothing to do: already at step {} of {max}", trainer.step),
+    }
+    Ok(())
+}
+
+fn loader_len(root: &Path) -> usize {
+    ImageFolder::scan(root).map(|f| f.len()).unwrap_or(0)
+}

@@ -1,0 +1,158 @@
+//! Module weights ⇄ safetensors bytes, with strict key checking.
+//!
+//! Keys are the module's parameter paths with an optional prefix, e.g.
+//! `encoder.down.0.block.0.conv1.weight` — the reference checkpoint names.
+//! Loading refuses partial matches and names every missing, unexpected or
+//! misshaped key.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::TensorData;
+use burn_store::{ModuleSnapshot, TensorSnapshot};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+/// One named f32 tensor ready to serialize.
+pub struct NamedTensor {
+    /// Safetensors key.
+    pub key: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian f32 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Collects every parameter and buffer of `module` as f32 tensors named `prefix` + path.
+pub fn collect<B: Backend, M: ModuleSnapshot<B>>(module: &M, prefix: &str) -> Result<Vec<NamedTensor>> {
+    module
+        .collect(None, None, false)
+        .into_iter()
+        .map(|snap| {
+            let key = format!("{prefix}{}", snap.full_path());
+            let data = snap
+                .to_data()
+                .map_err(|e| anyhow::anyhow!("cannot read tensor {key}: {e:?}"))?
+                .convert::<f32>();
+            let shape = data.shape.to_vec();
+            let bytes = data.as_bytes().to_vec();
+            Ok(NamedTensor { key, shape, bytes })
+        })
+        .collect()
+}
+
+/// Serializes tensors (and string metadata) to the safetensors format.
+pub fn to_safetensors(tensors: &[NamedTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|t| Ok((t.key.clone(), TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, &Some(metadata))?)
+}
+
+/// Parses safetensors bytes; the error names `file`.
+pub fn parse<'a>(bytes: &'a [u8], file: &str) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{file}: not a valid safetensors file ({e})"))
+}
+
+/// Loads the keys under `prefix` of `st` into `module`. Every module tensor
+/// must be present with its shape, and every key under the prefix must be
+/// used; otherwise the error lists the offenders.
+pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
+    mut module: M,
+    st: &SafeTensors,
+    prefix: &str,
+    file: &str,
+) -> Result<M> {
+    let mut snapshots = Vec::new();
+    for (key, view) in st.tensors() {
+        let Some(path) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        if view.dtype() != Dtype::F32 {
+            bail!("{file}: key `{key}` has dtype {:?}, expected F32", view.dtype());
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let data = TensorData::new(values, view.shape().to_vec());
+        let path_stack = path.split('.').map(str::to_string).collect();
+        snapshots.push(TensorSnapshot::from_data(data, path_stack, Vec::new(), ParamId::new()));
+    }
+    let result = module.apply(snapshots, None, None, false);
+    let mut problems = Vec::new();
+    for e in &result.errors {
+        problems.push(e.to_string());
+    }
+    for (path, _) in &result.missing {
+        problems.push(format!("missing key `{prefix}{path}`"));
+    }
+    for path in &result.unused {
+        problems.push(format!("unexpected key `{prefix}{path}`"));
+    }
+    if !problems.is_empty() {
+        let shown: Vec<Cow<str>> = problems.iter().take(8).map(|s| Cow::from(s.as_str())).collect();
+        let more = problems.len().saturating_sub(8);
+        let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        bail!(
+            "{file}: does not match the model: {}{tail}",
+            shown.join("; ")
+        );
+    }
+    Ok(module)
+}
+
+/// Reads a file and loads the keys under `prefix` into `module`.
+pub fn load_file<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
+    module: M,
+    path: &std::path::Path,
+    prefix: &str,
+) -> Result<M> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.display().to_string();
+    let st = parse(&bytes, &name)?;
+    load(module, &st, prefix, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use ldm_models::discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
+
+    fn disc(layers: usize) -> NLayerDiscriminator<Flex> {
+        let cfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: layers, norm: DiscNorm::Batch };
+        NLayerDiscriminator::new(&cfg, &Default::default())
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let a = disc(2);
+        let bytes = to_safetensors(&collect(&a, "d.").unwrap(), HashMap::new()).unwrap();
+        let st = parse(&bytes, "x").unwrap();
+        let b = load(disc(2), &st, "d.", "x").unwrap();
+        let again = to_safetensors(&collect(&b, "d.").unwrap(), HashMap::new()).unwrap();
+        assert_eq!(bytes, again);
+        assert!(st.names().iter().any(|n| n.as_str() == "d.bn.0.running_var"));
+    }
+
+    #[test]
+    fn mismatch_names_the_keys() {
+        let bytes = to_safetensors(&collect(&disc(2), "").unwrap(), HashMap::new()).unwrap();
+        let st = parse(&bytes, "w.safetensors").unwrap();
+        let msg = load(disc(3), &st, "", "w.safetensors").unwrap_err().to_string();
+        assert!(msg.contains("w.safetensors") && msg.contains("convs.4.weight"), "{msg}");
+    }
+
+    #[test]
+    fn truncated_file_is_one_line_error() {
+        let bytes = to_safetensors(&collect(&disc(2), "").unwrap(), HashMap::new()).unwrap();
+        let msg = parse(&bytes[..bytes.len() / 2], "m.safetensors").err().unwrap().to_string();
+        assert!(msg.starts_with("m.safetensors") && !msg.contains('\n'), "{msg}");
+    }
+}

