@@ -1,7 +1,7 @@
 //! Picks the burn backend once, from `--device cpu|cuda[:i]`; everything else
 //! is generic over it.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 
 /// A device named on the command line.
@@ -44,7 +44,7 @@ pub fn dispatch(device: DeviceArg, job: impl Job) -> Result<()> {
         ),
         #[cfg(not(feature = "cuda"))]
         DeviceArg::Cuda(_) => {
-            bail!("this ldm-train was built without CUDA: rebuild with `cargo build --release --features cuda`")
+            anyhow::bail!("this ldm-train was built without CUDA: rebuild with `cargo build --release --features cuda`")
         }
     }
 }

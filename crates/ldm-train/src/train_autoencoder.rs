@@ -90,6 +90,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                     root.display()
                 );
             }
+            // Lines left by an earlier attempt that never checkpointed.
+            run.truncate_metrics_after(0)?;
         }
     }
     run.write_config(&resolved)?;

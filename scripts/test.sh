@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything the tests need, then the tests: assets, the Rust test suite
+# (unit, parity and end-to-end), the CUDA build check, the TensorBoard
+# read-back with the real reader, and the SIGKILL crash test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+cargo test --release --workspace
+# The CUDA backend must compile without a CUDA toolkit.
+cargo check --release -p ldm-train --features cuda
+# TensorBoard: a short run read back by the real reader, non-square image included.
+tb="$(mktemp -d)"
+trap 'rm -rf "$tb"' EXIT
+data="$PWD/datasets/photos"
+./target/release/ldm-train autoencoder --config tiny/kl-f4.toml --run-dir "$tb/run" \
+  --set "data.root=\"$data/train\"" --set "data.val_root=\"$data/val\"" \
+  --set data.size=32 --set model.resolution=32 --set train.batch_size=4 --set train.max_steps=6 \
+  --set loss.disc_start=3 --set logging.every=1 --set logging.image_every=3 --set logging.val_every=3
+# 4 tiles of 32 px per row, 2 rows (inputs over reconstructions), 2 px padding: 138×70.
+bash scripts/tensorboard_check.sh "$tb/run" \
+  --expect-scalars train/loss,train/rec_loss,train/p_loss,train/kl_loss,train/g_loss,train/disc_loss,train/d_weight,train/logits_real,train/logits_fake,train/lr,perf/images_per_sec,perf/step_time,val/psnr \
+  --expect-image train/reconstructions --image-size 138x70
+bash scripts/crash_test.sh
+echo "all tests passed"
