@@ -68,14 +68,21 @@ impl AutoencoderConfig {
             if m * self.ch % 32 != 0 || *m == 0 {
                 return bad(
                     "ch_mult",
-                    format!("level {i} has {} channels; GroupNorm(32) needs a positive multiple of 32", m * self.ch),
+                    format!(
+                        "level {i} has {} channels; GroupNorm(32) needs a positive multiple of 32",
+                        m * self.ch
+                    ),
                 );
             }
         }
         if self.resolution % self.downsampling() != 0 {
             return bad(
                 "resolution",
-                format!("{} is not divisible by f = {}", self.resolution, self.downsampling()),
+                format!(
+                    "{} is not divisible by f = {}",
+                    self.resolution,
+                    self.downsampling()
+                ),
             );
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -82,7 +82,10 @@ impl<B: Backend> NLayerDiscriminator<B> {
     /// Builds the discriminator with the reference init: conv weights
     /// N(0, 0.02), norm weights N(1, 0.02), norm biases 0.
     pub fn new(cfg: &DiscriminatorConfig, device: &B::Device) -> Self {
-        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         // The reference drops the conv bias only when BatchNorm follows.
         let inner_bias = cfg.norm != DiscNorm::Batch;
         let conv = |cin: usize, cout: usize, stride: usize, bias: bool| {
@@ -113,8 +116,11 @@ impl<B: Backend> NLayerDiscriminator<B> {
                     .iter()
                     .map(|&c| {
                         let mut b = BatchNormConfig::new(c).init::<B>(device);
-                        b.gamma = Initializer::Normal { mean: 1.0, std: 0.02 }
-                            .init_with([c], None, None, device);
+                        b.gamma = Initializer::Normal {
+                            mean: 1.0,
+                            std: 0.02,
+                        }
+                        .init_with([c], None, None, device);
                         b
                     })
                     .collect();
@@ -170,7 +176,12 @@ mod tests {
     #[test]
     fn patch_logits_have_reference_size() {
         let dev = Default::default();
-        let cfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: 3, norm: DiscNorm::Batch };
+        let cfg = DiscriminatorConfig {
+            in_channels: 3,
+            ndf: 8,
+            n_layers: 3,
+            norm: DiscNorm::Batch,
+        };
         let d = NLayerDiscriminator::<Autodiff<Flex>>::new(&cfg, &dev);
         // 256 → 128 → 64 → 32 → 31 → 30, scaled down: 64 → 32 → 16 → 8 → 7 → 6.
         let x = Tensor::random([2, 3, 64, 64], Distribution::Uniform(-1.0, 1.0), &dev);
@@ -182,7 +193,12 @@ mod tests {
     #[test]
     fn actnorm_whitens_first_batch() {
         let dev = Default::default();
-        let cfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: 2, norm: DiscNorm::Act };
+        let cfg = DiscriminatorConfig {
+            in_channels: 3,
+            ndf: 8,
+            n_layers: 2,
+            norm: DiscNorm::Act,
+        };
         let mut d = NLayerDiscriminator::<Flex>::new(&cfg, &dev);
         let x = Tensor::random([4, 3, 32, 32], Distribution::Normal(0.3, 2.0), &dev);
         d.initialize_actnorm(x.clone());

@@ -67,10 +67,8 @@ mod tests {
     #[test]
     fn logvar_is_clamped() {
         let dev = Default::default();
-        let moments = Tensor::<Flex, 4>::from_data(
-            TensorData::new(vec![0.0f32, 100.0], [1, 2, 1, 1]),
-            &dev,
-        );
+        let moments =
+            Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.0f32, 100.0], [1, 2, 1, 1]), &dev);
         let post = DiagonalGaussian::from_moments(moments);
         assert_eq!(post.logvar.into_scalar(), 20.0);
     }

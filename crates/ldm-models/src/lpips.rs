@@ -19,7 +19,9 @@ use burn::tensor::{Tensor, TensorData};
 use crate::resnet::conv3;
 
 /// Output channels of VGG16's 13 convs; `MaxPool` falls after conv 1, 3, 6, 9.
-const VGG_CHANNELS: [usize; 13] = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512];
+const VGG_CHANNELS: [usize; 13] = [
+    64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
+];
 /// Index of the conv whose ReLU output is an LPIPS tap (relu1_2 … relu5_3).
 const TAPS: [usize; 5] = [1, 3, 6, 9, 12];
 /// Input normalization of LPIPS' `ScalingLayer`, for inputs in [−1, 1].
@@ -73,7 +75,9 @@ impl<B: Backend> Lpips<B> {
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| err(format!("not a safetensors file ({e})")))?;
         let fetch = |key: &str, shape: Vec<usize>| -> Result<TensorData, LpipsLoadError> {
-            let view = st.tensor(key).map_err(|_| err(format!("missing key `{key}`")))?;
+            let view = st
+                .tensor(key)
+                .map_err(|_| err(format!("missing key `{key}`")))?;
             if view.shape() != shape.as_slice() || view.dtype() != safetensors::Dtype::F32 {
                 return Err(err(format!(
                     "key `{key}` is {:?} {:?}, expected F32 {shape:?}",
@@ -144,7 +148,12 @@ impl<B: Backend> Lpips<B> {
                 let fx = f.clone().slice([0..n, 0..c, 0..h, 0..w]);
                 let fy = f.slice([n..n2, 0..c, 0..h, 0..w]);
                 let d = (fx - fy).powi_scalar(2);
-                let weighted = conv2d(d, lin.val(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+                let weighted = conv2d(
+                    d,
+                    lin.val(),
+                    None,
+                    ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+                );
                 weighted.mean_dim(2).mean_dim(3).reshape([n, 1])
             })
             .collect();

@@ -50,7 +50,7 @@ impl<B: Backend> GroupNorm<B> {
         let mean_sq = grouped.powi_scalar(2).mean_dim(2);
         let var = (mean_sq - mean.clone().powi_scalar(2)).clamp_min(0.0);
         let inv_std = (var + self.eps).sqrt().recip(); // [n, g, 1]
-        // Expand group statistics to channels: [n, g, 1] -> [n, c].
+                                                       // Expand group statistics to channels: [n, g, 1] -> [n, c].
         let inv_std = inv_std.expand([n, g, c / g]).reshape([n, c]);
         let mean = mean.expand([n, g, c / g]).reshape([n, c]);
         let scale = inv_std * self.weight.val().unsqueeze_dim(0);

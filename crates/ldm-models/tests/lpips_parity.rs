@@ -13,7 +13,11 @@ fn weights() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/ldm-train"));
     let p = cache.join("weights/lpips_vgg16.safetensors");
-    assert!(p.is_file(), "{} missing: run `bash scripts/setup.sh`", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run `bash scripts/setup.sh`",
+        p.display()
+    );
     p
 }
 
@@ -24,7 +28,11 @@ fn fixture() -> safetensors::SafeTensors<'static> {
 
 fn read(st: &safetensors::SafeTensors, key: &str) -> (Vec<f32>, Vec<usize>) {
     let v = st.tensor(key).unwrap();
-    let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     (data, v.shape().to_vec())
 }
 
@@ -37,7 +45,11 @@ fn matches_numpy_reference() {
         let (d, s) = read(&st, key);
         Tensor::<Flex, 4>::from_data(TensorData::new(d, [s[0], s[1], s[2], s[3]]), &dev)
     };
-    let per_tap: Vec<f32> = net.forward_per_tap(t("x"), t("y")).into_data().to_vec().unwrap();
+    let per_tap: Vec<f32> = net
+        .forward_per_tap(t("x"), t("y"))
+        .into_data()
+        .to_vec()
+        .unwrap();
     let (expect_tap, _) = read(&st, "per_tap");
     for (i, (a, b)) in per_tap.iter().zip(&expect_tap).enumerate() {
         assert!((a - b).abs() < 1e-5, "tap {i}: {a} vs {b}");

@@ -77,7 +77,9 @@ pub fn default_lpips_path() -> PathBuf {
     let cache = std::env::var_os("LDM_TRAIN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache").join("ldm-train")
         });
     cache.join("weights").join("lpips_vgg16.safetensors")
@@ -140,10 +142,14 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     pub fn new(cfg: AutoencoderRunConfig, device: B::Device) -> Result<Self> {
         B::seed(&device, mix(&[cfg.train.seed, Stream::Init as u64]));
         let ae = AutoencoderKl::new(&cfg.model, &device);
-        let logvar = Param::from_tensor(Tensor::from_floats([cfg.loss.logvar_init as f32], &device))
-            .set_require_grad(cfg.loss.learn_logvar);
+        let logvar =
+            Param::from_tensor(Tensor::from_floats([cfg.loss.logvar_init as f32], &device))
+                .set_require_grad(cfg.loss.learn_logvar);
         let gen = stable_ids(Generator { ae, logvar }, "generator");
-        let disc = stable_ids(NLayerDiscriminator::new(&disc_config(&cfg), &device), "discriminator");
+        let disc = stable_ids(
+            NLayerDiscriminator::new(&disc_config(&cfg), &device),
+            "discriminator",
+        );
         let lpips = load_lpips(&cfg, &device)?;
         let adam = adam(&cfg);
         Ok(Self {
@@ -169,7 +175,12 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let ae = weights::load(ae, &st, "", &format!("{dir}/model.safetensors"))?;
         let loss_bytes = ck.file("loss.safetensors")?;
         let lst = weights::parse(loss_bytes, &format!("{dir}/loss.safetensors"))?;
-        let disc = weights::load(self.disc.clone(), &lst, "discriminator.", &format!("{dir}/loss.safetensors"))?;
+        let disc = weights::load(
+            self.disc.clone(),
+            &lst,
+            "discriminator.",
+            &format!("{dir}/loss.safetensors"),
+        )?;
         let lv = lst
             .tensor("logvar")
             .with_context(|| format!("{dir}/loss.safetensors: missing key `logvar`"))?;
@@ -195,8 +206,18 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     pub fn checkpoint_files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let meta = HashMap::from([("format".to_string(), "ldm-train".to_string())]);
         let model = weights::to_safetensors(&weights::collect(&self.gen.ae, "")?, meta.clone())?;
+        // BatchNorm running statistics sit in per-thread buffers until synced,
+        // and only `into_record` syncs them; visiting alone would save stale ones.
+        let _ = self.disc.clone().into_record();
         let mut loss = weights::collect(&self.disc, "discriminator.")?;
-        let lv: Vec<f32> = self.gen.logvar.val().into_data().convert::<f32>().to_vec().unwrap_or_default();
+        let lv: Vec<f32> = self
+            .gen
+            .logvar
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
         loss.push(weights::NamedTensor {
             key: "logvar".into(),
             shape: vec![1],
@@ -206,8 +227,14 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         Ok(vec![
             ("model.safetensors", model),
             ("loss.safetensors", loss),
-            ("optimizer_g.mpk", record_bytes::<B, _>(self.opt_g.to_record())?),
-            ("optimizer_d.mpk", record_bytes::<B, _>(self.opt_d.to_record())?),
+            (
+                "optimizer_g.mpk",
+                record_bytes::<B, _>(self.opt_g.to_record())?,
+            ),
+            (
+                "optimizer_d.mpk",
+                record_bytes::<B, _>(self.opt_d.to_record())?,
+            ),
         ])
     }
 
@@ -234,7 +261,13 @@ impl<B: AutodiffBackend> AeTrainer<B> {
 
         // Generator forward, once.
         let post = self.gen.ae.encode(x.clone());
-        let noise = normal_tensor::<B, 4>(seed, Stream::Posterior, step, post.mean.dims(), &self.device);
+        let noise = normal_tensor::<B, 4>(
+            seed,
+            Stream::Posterior,
+            step,
+            post.mean.dims(),
+            &self.device,
+        );
         let z = post.sample(noise);
         self.latents.add(&z.clone().inner());
         let feats = self.gen.ae.decode_features(z);
@@ -246,7 +279,9 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let terms = nll(x.clone(), r1.clone(), lp, self.gen.logvar.val());
         let nll_value = terms.nll.clone();
         let nll_grads = terms.nll.backward();
-        let g_nll = r1.grad(&nll_grads).context("reconstruction has no NLL gradient")?;
+        let g_nll = r1
+            .grad(&nll_grads)
+            .context("reconstruction has no NLL gradient")?;
         let logvar_grad = self.gen.logvar.val().grad(&nll_grads);
 
         let mut scalars: StepScalars = Vec::with_capacity(16);
@@ -254,7 +289,9 @@ impl<B: AutodiffBackend> AeTrainer<B> {
             let r2 = recon.clone().detach().require_grad();
             let g_loss = -self.disc.forward(r2.clone()).mean();
             let g_grads = g_loss.backward();
-            let g_g = r2.grad(&g_grads).context("reconstruction has no GAN gradient")?;
+            let g_g = r2
+                .grad(&g_grads)
+                .context("reconstruction has no GAN gradient")?;
             let w = self.gen.ae.decoder.conv_out.weight.val();
             let d_weight = adaptive_weight(
                 conv_weight_grad_norm(&feats, &w, &g_nll),
@@ -268,7 +305,8 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         };
         let kl = kl_mean(post.kl());
         let kl_value = kl.clone();
-        let surrogate = (recon.clone() * Tensor::from_inner(g_total)).sum() + kl * cfg.loss.kl_weight;
+        let surrogate =
+            (recon.clone() * Tensor::from_inner(g_total)).sum() + kl * cfg.loss.kl_weight;
         let mut gp = GradientsParams::from_grads(surrogate.backward(), &self.gen);
         if let (true, Some(g)) = (cfg.loss.learn_logvar, logvar_grad) {
             gp.register(self.gen.logvar.id, g);

@@ -37,7 +37,9 @@ pub trait Job {
 /// Runs `job` on the backend of `device`.
 pub fn dispatch(device: DeviceArg, job: impl Job) -> Result<()> {
     match device {
-        DeviceArg::Cpu => job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()),
+        DeviceArg::Cpu => {
+            job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
+        }
         #[cfg(feature = "cuda")]
         DeviceArg::Cuda(i) => job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
             burn::backend::cuda::CudaDevice::new(i),

@@ -88,7 +88,11 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device) -> Result<Ben
     let (cfg, _) = config::load_autoencoder(&args.config, &overrides)?;
     let mut trainer = AeTrainer::<B>::new(cfg, device.clone())?;
     let params = trainer.gen.ae.num_params();
-    let x = Tensor::<B, 4>::random([args.batch, 3, args.size, args.size], Distribution::Uniform(-1.0, 1.0), &device);
+    let x = Tensor::<B, 4>::random(
+        [args.batch, 3, args.size, args.size],
+        Distribution::Uniform(-1.0, 1.0),
+        &device,
+    );
     let mut times = Vec::with_capacity(args.steps);
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();

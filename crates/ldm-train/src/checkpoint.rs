@@ -163,7 +163,9 @@ impl CheckpointWriter {
         files: Vec<(&str, Vec<u8>)>,
     ) -> Result<PathBuf> {
         let name = step_dir_name(state.step);
-        let tmp = self.root.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         state.files.clear();
@@ -181,9 +183,12 @@ impl CheckpointWriter {
             // Re-writing a step (e.g. after a resume that did no steps) replaces it.
             fs::remove_dir_all(&dest)?;
         }
-        fs::rename(&tmp, &dest).with_context(|| format!("cannot move checkpoint into {}", dest.display()))?;
+        fs::rename(&tmp, &dest)
+            .with_context(|| format!("cannot move checkpoint into {}", dest.display()))?;
         sync_dir(&self.root)?;
-        let latest_tmp = self.root.join(format!("{TMP_PREFIX}latest-{}", std::process::id()));
+        let latest_tmp = self
+            .root
+            .join(format!("{TMP_PREFIX}latest-{}", std::process::id()));
         write_synced(&latest_tmp, format!("{name}\n").as_bytes())?;
         fs::rename(&latest_tmp, self.root.join(LATEST))?;
         sync_dir(&self.root)?;
@@ -310,9 +315,16 @@ mod tests {
         let root = tempdir("wlp");
         let w = CheckpointWriter::new(&root, 2, 4).unwrap();
         for step in 1..=6 {
-            w.write(state(step), "x = 1", vec![("model.safetensors", vec![step as u8; 10])]).unwrap();
+            w.write(
+                state(step),
+                "x = 1",
+                vec![("model.safetensors", vec![step as u8; 10])],
+            )
+            .unwrap();
         }
-        let left: Vec<_> = (1..=6).filter(|s| root.join(step_dir_name(*s)).exists()).collect();
+        let left: Vec<_> = (1..=6)
+            .filter(|s| root.join(step_dir_name(*s)).exists())
+            .collect();
         assert_eq!(left, vec![4, 5, 6]);
         let ck = load(&root, "autoencoder-kl").unwrap();
         assert_eq!(ck.state.step, 6);
@@ -322,8 +334,14 @@ mod tests {
         let f = ck.dir.join("model.safetensors");
         fs::write(&f, [6u8; 4]).unwrap();
         let msg = load(&root, "autoencoder-kl").err().unwrap().to_string();
-        assert!(msg.contains("truncated") && msg.contains("model.safetensors"), "{msg}");
-        let msg = load(&root.join(step_dir_name(5)), "diffusion").err().unwrap().to_string();
+        assert!(
+            msg.contains("truncated") && msg.contains("model.safetensors"),
+            "{msg}"
+        );
+        let msg = load(&root.join(step_dir_name(5)), "diffusion")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(msg.contains("expected `diffusion`"), "{msg}");
         fs::remove_dir_all(&root).unwrap();
     }

@@ -325,9 +325,9 @@ pub fn read_source(arg: &str) -> Result<ConfigSource> {
             name: format!("shipped:{name}"),
             text: text.to_string(),
         }),
-        None => bail!(
-            "config {arg}: no such file, and not a shipped config (see `ldm-train configs`)"
-        ),
+        None => {
+            bail!("config {arg}: no such file, and not a shipped config (see `ldm-train configs`)")
+        }
     }
 }
 
@@ -360,7 +360,10 @@ pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()
 }
 
 /// Parses a typed config from TOML text with overrides; errors name the source and key path.
-pub fn parse<T: serde::de::DeserializeOwned>(src: &ConfigSource, overrides: &[String]) -> Result<T> {
+pub fn parse<T: serde::de::DeserializeOwned>(
+    src: &ConfigSource,
+    overrides: &[String],
+) -> Result<T> {
     let mut doc: toml::Table = toml::from_str(&src.text)
         .map_err(|e| anyhow::anyhow!("{}: invalid TOML: {}", src.name, one_line(&e.to_string())))?;
     apply_overrides(&mut doc, overrides)?;
@@ -373,10 +376,14 @@ pub fn parse<T: serde::de::DeserializeOwned>(src: &ConfigSource, overrides: &[St
 }
 
 /// Loads, overrides and validates an autoencoder run config.
-pub fn load_autoencoder(arg: &str, overrides: &[String]) -> Result<(AutoencoderRunConfig, ConfigSource)> {
+pub fn load_autoencoder(
+    arg: &str,
+    overrides: &[String],
+) -> Result<(AutoencoderRunConfig, ConfigSource)> {
     let src = read_source(arg)?;
     let cfg: AutoencoderRunConfig = parse(&src, overrides)?;
-    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
     Ok((cfg, src))
 }
 
@@ -405,7 +412,8 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let err = load_autoencoder("tiny/kl-f4.toml", &["train.batch_size=\"four\"".into()]).unwrap_err();
+        let err =
+            load_autoencoder("tiny/kl-f4.toml", &["train.batch_size=\"four\"".into()]).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("train.batch_size"), "{msg}");
     }
@@ -414,7 +422,10 @@ mod tests {
     fn overrides_parse_toml_values() {
         let (cfg, _) = load_autoencoder(
             "f8.toml",
-            &["train.base_lr=1e-4".into(), "model.ch_mult=[1, 2, 2, 4]".into()],
+            &[
+                "train.base_lr=1e-4".into(),
+                "model.ch_mult=[1, 2, 2, 4]".into(),
+            ],
         )
         .unwrap();
         assert_eq!(cfg.train.base_lr, 1e-4);

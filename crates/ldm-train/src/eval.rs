@@ -97,7 +97,8 @@ pub fn evaluate<B: Backend>(
     while let Some(batch) = loader.next_batch()? {
         let [n, c, h, w] = batch.shape();
         size = h as u32;
-        let x = Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), device);
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), device);
         let r = ae.reconstruct(x.clone()).clamp(-1.0, 1.0);
         let base = downsample_baseline(x.clone(), f);
         let p = psnr(x.clone(), r.clone());
@@ -111,16 +112,35 @@ pub fn evaluate<B: Backend>(
             .into_data()
             .iter::<f64>()
             .collect();
-        let lp: Option<Vec<f64>> =
-            lpips.map(|net| net.forward(x.clone(), r.clone()).into_data().iter::<f64>().collect());
+        let lp: Option<Vec<f64>> = lpips.map(|net| {
+            net.forward(x.clone(), r.clone())
+                .into_data()
+                .iter::<f64>()
+                .collect()
+        });
         if let Some(dir) = out {
-            let recon: Vec<f32> = r.clone().into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let recon: Vec<f32> = r
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
             let per = c * h * w;
             for i in 0..n {
                 let mut pair = batch.images[i * per..(i + 1) * per].to_vec();
                 pair.extend_from_slice(&recon[i * per..(i + 1) * per]);
-                let stem = batch.paths[i].file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-                save_grid_png(&dir.join(format!("{:04}-{stem}.png", per_image.len() + i)), &pair, 2, h, w, 2)?;
+                let stem = batch.paths[i]
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                save_grid_png(
+                    &dir.join(format!("{:04}-{stem}.png", per_image.len() + i)),
+                    &pair,
+                    2,
+                    h,
+                    w,
+                    2,
+                )?;
             }
         }
         for i in 0..n {
@@ -140,7 +160,8 @@ pub fn evaluate<B: Backend>(
         }
     }
     anyhow::ensure!(!per_image.is_empty(), "no images were evaluated");
-    let mean = |g: fn(&ImageScores) -> f64| per_image.iter().map(g).sum::<f64>() / per_image.len() as f64;
+    let mean =
+        |g: fn(&ImageScores) -> f64| per_image.iter().map(g).sum::<f64>() / per_image.len() as f64;
     Ok(EvalReport {
         images: per_image.len(),
         size,

@@ -26,7 +26,9 @@ pub fn conv_weight_grad_norm<B: AutodiffBackend>(
         None,
         ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
     );
-    let grads = (out * Tensor::from_inner(grad_out.clone())).sum().backward();
+    let grads = (out * Tensor::from_inner(grad_out.clone()))
+        .sum()
+        .backward();
     let g = w.grad(&grads).expect("weight requires grad");
     g.powi_scalar(2).sum().sqrt().into_scalar().elem::<f64>()
 }
@@ -63,9 +65,18 @@ mod tests {
             embed_dim: 2,
             dropout: 0.0,
         };
-        let dcfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: 2, norm: DiscNorm::Act };
+        let dcfg = DiscriminatorConfig {
+            in_channels: 3,
+            ndf: 8,
+            n_layers: 2,
+            norm: DiscNorm::Act,
+        };
         let x = Tensor::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &dev);
-        (AutoencoderKl::new(&cfg, &dev), NLayerDiscriminator::new(&dcfg, &dev), x)
+        (
+            AutoencoderKl::new(&cfg, &dev),
+            NLayerDiscriminator::new(&dcfg, &dev),
+            x,
+        )
     }
 
     fn nll_of(x: Tensor<B, 4>, r: Tensor<B, 4>) -> Tensor<B, 1> {
@@ -82,7 +93,11 @@ mod tests {
         // Plain: forward twice, backward each loss to W.
         let grad_w = |use_g: bool| {
             let r = ae.reconstruct(x.clone());
-            let loss = if use_g { -disc.forward(r).mean() } else { nll_of(x.clone(), r) };
+            let loss = if use_g {
+                -disc.forward(r).mean()
+            } else {
+                nll_of(x.clone(), r)
+            };
             let g = GradientsParams::from_grads(loss.backward(), &ae);
             let gw: Tensor<Flex, 4> = g.get(w_id).unwrap();
             f64::from(gw.powi_scalar(2).sum().sqrt().into_scalar())
@@ -96,14 +111,19 @@ mod tests {
         let r1 = recon.clone().detach().require_grad();
         let g1 = r1.grad(&nll_of(x.clone(), r1.clone()).backward()).unwrap();
         let r2 = recon.clone().detach().require_grad();
-        let g2 = r2.grad(&(-disc.forward(r2.clone()).mean()).backward()).unwrap();
+        let g2 = r2
+            .grad(&(-disc.forward(r2.clone()).mean()).backward())
+            .unwrap();
         let w = ae.decoder.conv_out.weight.val();
         let got = adaptive_weight(
             conv_weight_grad_norm(&feats, &w, &g1),
             conv_weight_grad_norm(&feats, &w, &g2),
             0.5,
         );
-        assert!((got - expect).abs() <= 1e-4 * expect.abs(), "{got} vs {expect}");
+        assert!(
+            (got - expect).abs() <= 1e-4 * expect.abs(),
+            "{got} vs {expect}"
+        );
 
         // The surrogate carries the same AE gradients as the full loss.
         let total = g1 + g2 * got;

@@ -20,7 +20,12 @@ impl LatentAccumulator {
         let [n, c, h, w] = z.dims();
         let flat = z.clone().swap_dims(0, 1).reshape([c, n * h * w]);
         let s: Vec<f64> = flat.clone().sum_dim(1).into_data().iter::<f64>().collect();
-        let s2: Vec<f64> = flat.powi_scalar(2).sum_dim(1).into_data().iter::<f64>().collect();
+        let s2: Vec<f64> = flat
+            .powi_scalar(2)
+            .sum_dim(1)
+            .into_data()
+            .iter::<f64>()
+            .collect();
         if self.sum.len() != c {
             self.sum = vec![0.0; c];
             self.sum_sq = vec![0.0; c];

@@ -56,7 +56,11 @@ pub fn kl_mean<B: Backend>(kl_per_image: Tensor<B, 1>) -> Tensor<B, 1> {
 }
 
 /// Discriminator loss on real and fake logits.
-pub fn disc_loss<B: Backend>(kind: DiscLoss, real: Tensor<B, 4>, fake: Tensor<B, 4>) -> Tensor<B, 1> {
+pub fn disc_loss<B: Backend>(
+    kind: DiscLoss,
+    real: Tensor<B, 4>,
+    fake: Tensor<B, 4>,
+) -> Tensor<B, 1> {
     match kind {
         DiscLoss::Hinge => (relu(-real + 1.0).mean() + relu(fake + 1.0).mean()) * 0.5,
         DiscLoss::Vanilla => (softplus(-real, 1.0).mean() + softplus(fake, 1.0).mean()) * 0.5,

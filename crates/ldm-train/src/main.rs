@@ -136,13 +136,13 @@ impl Job for EvalJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let (ae, cfg, ck) = load_autoencoder::<B::InnerBackend>(&a.checkpoint, &device)?;
-        let lpips = ae_trainer::load_lpips::<B::InnerBackend>(&cfg, &device)
-            .unwrap_or_else(|e| {
-                eprintln!("warning: {e:#}; LPIPS will not be reported");
-                None
-            });
+        let lpips = ae_trainer::load_lpips::<B::InnerBackend>(&cfg, &device).unwrap_or_else(|e| {
+            eprintln!("warning: {e:#}; LPIPS will not be reported");
+            None
+        });
         let out = a.out.unwrap_or_else(|| ck.dir.join("eval"));
-        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         let size = a.size.unwrap_or(cfg.data.size);
         let loader = eval_loader(&a.data, size, a.batch_size)?;
         let f = cfg.model.downsampling();
@@ -155,7 +155,9 @@ impl Job for EvalJob {
             rep.images,
             rep.psnr,
             rep.ssim,
-            rep.lpips.map(|l| format!("{l:.4}")).unwrap_or_else(|| "n/a".into()),
+            rep.lpips
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "n/a".into()),
             rep.l1
         );
         println!(
@@ -212,7 +214,9 @@ fn main() -> ExitCode {
                     print!("{text}");
                     Ok(())
                 }
-                None => Err(anyhow::anyhow!("no shipped config named {n} (see `ldm-train configs`)")),
+                None => Err(anyhow::anyhow!(
+                    "no shipped config named {n} (see `ldm-train configs`)"
+                )),
             },
         },
     };

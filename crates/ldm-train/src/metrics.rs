@@ -32,7 +32,9 @@ pub fn psnr<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
 fn gaussian_window<B: Backend>(channels: usize, size: usize, device: &B::Device) -> Tensor<B, 4> {
     let sigma = 1.5f64;
     let c = (size / 2) as f64;
-    let g: Vec<f64> = (0..size).map(|i| (-((i as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let g: Vec<f64> = (0..size)
+        .map(|i| (-((i as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let s: f64 = g.iter().sum();
     let mut w = Vec::with_capacity(channels * size * size);
     for _ in 0..channels {
@@ -70,7 +72,11 @@ pub fn ssim<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
 pub fn downsample_baseline<B: Backend>(x: Tensor<B, 4>, f: usize) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     let small = avg_pool2d(x, [f, f], [f, f], [0, 0], true, false);
-    interpolate(small, [h, w], InterpolateOptions::new(InterpolateMode::Bilinear))
+    interpolate(
+        small,
+        [h, w],
+        InterpolateOptions::new(InterpolateMode::Bilinear),
+    )
 }
 
 #[cfg(test)]
@@ -94,7 +100,8 @@ mod tests {
         let x = Tensor::<Flex, 4>::random([2, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &dev);
         let same = ssim(x.clone(), x.clone());
         assert!(same.iter().all(|s| (s - 1.0).abs() < 1e-4), "{same:?}");
-        let noisy = x.clone() + Tensor::random([2, 3, 32, 32], Distribution::Normal(0.0, 0.3), &dev);
+        let noisy =
+            x.clone() + Tensor::random([2, 3, 32, 32], Distribution::Normal(0.0, 0.3), &dev);
         assert!(ssim(x, noisy).iter().all(|s| *s < 0.9));
     }
 

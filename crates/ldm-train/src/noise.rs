@@ -79,6 +79,9 @@ mod tests {
         assert_ne!(a[..10], normal(mix(&[1, 2, 4]), 10)[..]);
         let mean = a.iter().map(|&x| x as f64).sum::<f64>() / a.len() as f64;
         let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
     }
 }

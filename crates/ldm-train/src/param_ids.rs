@@ -36,7 +36,10 @@ impl<B: Backend> ModuleMapper<B> for PathIds {
         let (_, tensor, mapper) = param.consume();
         Param::from_mapped_value(self.id(), tensor, mapper)
     }
-    fn map_int<const D: usize>(&mut self, param: Param<Tensor<B, D, Int>>) -> Param<Tensor<B, D, Int>> {
+    fn map_int<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
         let (_, tensor, mapper) = param.consume();
         Param::from_mapped_value(self.id(), tensor, mapper)
     }
@@ -76,9 +79,17 @@ mod tests {
     // (they are not parameters and never reach an optimizer).
     #[test]
     fn ids_repeat_across_builds_and_are_unique() {
-        let cfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: 2, norm: DiscNorm::Act };
+        let cfg = DiscriminatorConfig {
+            in_channels: 3,
+            ndf: 8,
+            n_layers: 2,
+            norm: DiscNorm::Act,
+        };
         let ids = |ns: &str| {
-            let d = stable_ids(NLayerDiscriminator::<Flex>::new(&cfg, &Default::default()), ns);
+            let d = stable_ids(
+                NLayerDiscriminator::<Flex>::new(&cfg, &Default::default()),
+                ns,
+            );
             let mut v = Ids(vec![]);
             d.visit(&mut v);
             v.0

@@ -13,7 +13,9 @@ pub fn bar(total: u64, start: u64, unit: &str) -> ProgressBar {
     let template = format!(
         "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} {{msg}} {{per_sec}} ETA {{eta}}"
     );
-    pb.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb.set_position(start);
     pb.reset_eta();
     pb

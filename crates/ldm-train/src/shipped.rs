@@ -6,7 +6,10 @@ pub const ALL: &[(&str, &str)] = &[
     ("f8.toml", include_str!("../../../configs/f8.toml")),
     ("f16.toml", include_str!("../../../configs/f16.toml")),
     ("f32.toml", include_str!("../../../configs/f32.toml")),
-    ("tiny/kl-f4.toml", include_str!("../../../configs/tiny/kl-f4.toml")),
+    (
+        "tiny/kl-f4.toml",
+        include_str!("../../../configs/tiny/kl-f4.toml"),
+    ),
 ];
 
 /// Finds a shipped config by name, with or without `.toml` or a `configs/` prefix.

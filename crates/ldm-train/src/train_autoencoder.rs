@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use ldm_data::{grid_rgb8, save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform};
+use ldm_data::{
+    grid_rgb8, save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform,
+};
 
 use crate::ae_trainer::{AeTrainer, KIND_KL};
 use crate::checkpoint::{self, CheckpointState, CheckpointWriter};
@@ -47,7 +49,10 @@ fn hash_text(text: &str) -> String {
 pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()> {
     let (cfg, src) = config::load_autoencoder(&args.config, &args.overrides)?;
     let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
-    let root = args.run_dir.clone().unwrap_or_else(|| default_run_dir(&args.config));
+    let root = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args.config));
     let run = RunDir::create(&root)?;
     let folder = ImageFolder::scan(&cfg.data.root)?;
     let fingerprint = folder.fingerprint();
@@ -110,7 +115,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         prefetch: cfg.data.prefetch,
     };
     let mut loader = Loader::new(folder, loader_cfg, position)?;
-    let writer = CheckpointWriter::new(&run.checkpoints(), cfg.checkpoint.keep_last, cfg.checkpoint.keep_every)?;
+    let writer = CheckpointWriter::new(
+        &run.checkpoints(),
+        cfg.checkpoint.keep_last,
+        cfg.checkpoint.keep_every,
+    )?;
     let mut tb = EventWriter::create(&run.tensorboard())?;
     let max = cfg.train.max_steps;
     eprintln!(
@@ -127,7 +136,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
     while trainer.step < max {
         let batch = loader.next_batch()?.context("training data ended")?;
         let [n, c, h, w] = batch.shape();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), &device);
+        let x =
+            Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), &device);
         if fresh && trainer.step == 0 {
             trainer.initialize_discriminator(x.clone());
         }
@@ -140,7 +150,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         pb.set_message(format!("loss {loss:.4}"));
         pb.inc(1);
         if step % cfg.logging.every == 0 || step == max {
-            let scalars: Vec<(String, f64)> = out.scalars.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let scalars: Vec<(String, f64)> = out
+                .scalars
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
             for (k, v) in &scalars {
                 tb.add_scalar(&format!("train/{k}"), *v as f32, step)?;
             }
@@ -152,11 +166,23 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
             let k = n.min(4);
             let per = c * h * w;
             let mut tiles = batch.images[..k * per].to_vec();
-            let recon: Vec<f32> = out.recon.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let recon: Vec<f32> = out
+                .recon
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
             tiles.extend_from_slice(&recon[..k * per]);
             let (rgb, gw, gh) = grid_rgb8(&tiles, 2 * k, h, w, k);
             tb.add_image_rgb("train/reconstructions", &rgb, gw, gh, step)?;
-            save_grid_png(&run.samples().join(format!("recon-{step:08}.png")), &tiles, 2 * k, h, w, k)?;
+            save_grid_png(
+                &run.samples().join(format!("recon-{step:08}.png")),
+                &tiles,
+                2 * k,
+                h,
+                w,
+                k,
+            )?;
         }
         if let (Some(val_root), true) = (&cfg.data.val_root, cfg.logging.val_every > 0) {
             if step % cfg.logging.val_every == 0 || step == max {
@@ -164,7 +190,15 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 let ae = trainer.gen.ae.valid();
                 let lpips = trainer.lpips.as_ref().map(|l| l.valid());
                 let f = cfg.model.downsampling();
-                let rep = evaluate(&ae, lpips.as_ref(), f, loader, cfg.logging.val_images, None, &device)?;
+                let rep = evaluate(
+                    &ae,
+                    lpips.as_ref(),
+                    f,
+                    loader,
+                    cfg.logging.val_images,
+                    None,
+                    &device,
+                )?;
                 tb.add_scalar("val/psnr", rep.psnr as f32, step)?;
                 tb.add_scalar("val/ssim", rep.ssim as f32, step)?;
                 tb.add_scalar("val/rec_loss", rep.l1 as f32, step)?;

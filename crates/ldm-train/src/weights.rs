@@ -27,7 +27,10 @@ pub struct NamedTensor {
 }
 
 /// Collects every parameter and buffer of `module` as f32 tensors named `prefix` + path.
-pub fn collect<B: Backend, M: ModuleSnapshot<B>>(module: &M, prefix: &str) -> Result<Vec<NamedTensor>> {
+pub fn collect<B: Backend, M: ModuleSnapshot<B>>(
+    module: &M,
+    prefix: &str,
+) -> Result<Vec<NamedTensor>> {
     module
         .collect(None, None, false)
         .into_iter()
@@ -45,17 +48,26 @@ pub fn collect<B: Backend, M: ModuleSnapshot<B>>(module: &M, prefix: &str) -> Re
 }
 
 /// Serializes tensors (and string metadata) to the safetensors format.
-pub fn to_safetensors(tensors: &[NamedTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+pub fn to_safetensors(
+    tensors: &[NamedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
-        .map(|t| Ok((t.key.clone(), TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)?)))
+        .map(|t| {
+            Ok((
+                t.key.clone(),
+                TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)?,
+            ))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     Ok(safetensors::serialize(views, &Some(metadata))?)
 }
 
 /// Parses safetensors bytes; the error names `file`.
 pub fn parse<'a>(bytes: &'a [u8], file: &str) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{file}: not a valid safetensors file ({e})"))
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow::anyhow!("{file}: not a valid safetensors file ({e})"))
 }
 
 /// Loads the keys under `prefix` of `st` into `module`. Every module tensor
@@ -73,7 +85,10 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
             continue;
         };
         if view.dtype() != Dtype::F32 {
-            bail!("{file}: key `{key}` has dtype {:?}, expected F32", view.dtype());
+            bail!(
+                "{file}: key `{key}` has dtype {:?}, expected F32",
+                view.dtype()
+            );
         }
         let values: Vec<f32> = view
             .data()
@@ -82,7 +97,12 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
             .collect();
         let data = TensorData::new(values, view.shape().to_vec());
         let path_stack = path.split('.').map(str::to_string).collect();
-        snapshots.push(TensorSnapshot::from_data(data, path_stack, Vec::new(), ParamId::new()));
+        snapshots.push(TensorSnapshot::from_data(
+            data,
+            path_stack,
+            Vec::new(),
+            ParamId::new(),
+        ));
     }
     let result = module.apply(snapshots, None, None, false);
     let mut problems = Vec::new();
@@ -96,9 +116,17 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
         problems.push(format!("unexpected key `{prefix}{path}`"));
     }
     if !problems.is_empty() {
-        let shown: Vec<Cow<str>> = problems.iter().take(8).map(|s| Cow::from(s.as_str())).collect();
+        let shown: Vec<Cow<str>> = problems
+            .iter()
+            .take(8)
+            .map(|s| Cow::from(s.as_str()))
+            .collect();
         let more = problems.len().saturating_sub(8);
-        let tail = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+        let tail = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
         bail!(
             "{file}: does not match the model: {}{tail}",
             shown.join("; ")
@@ -126,7 +154,12 @@ mod tests {
     use ldm_models::discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
 
     fn disc(layers: usize) -> NLayerDiscriminator<Flex> {
-        let cfg = DiscriminatorConfig { in_channels: 3, ndf: 8, n_layers: layers, norm: DiscNorm::Batch };
+        let cfg = DiscriminatorConfig {
+            in_channels: 3,
+            ndf: 8,
+            n_layers: layers,
+            norm: DiscNorm::Batch,
+        };
         NLayerDiscriminator::new(&cfg, &Default::default())
     }
 
@@ -138,21 +171,35 @@ mod tests {
         let b = load(disc(2), &st, "d.", "x").unwrap();
         let again = to_safetensors(&collect(&b, "d.").unwrap(), HashMap::new()).unwrap();
         assert_eq!(bytes, again);
-        assert!(st.names().iter().any(|n| n.as_str() == "d.bn.0.running_var"));
+        assert!(st
+            .names()
+            .iter()
+            .any(|n| n.as_str() == "d.bn.0.running_var"));
     }
 
     #[test]
     fn mismatch_names_the_keys() {
         let bytes = to_safetensors(&collect(&disc(2), "").unwrap(), HashMap::new()).unwrap();
         let st = parse(&bytes, "w.safetensors").unwrap();
-        let msg = load(disc(3), &st, "", "w.safetensors").unwrap_err().to_string();
-        assert!(msg.contains("w.safetensors") && msg.contains("convs.4.weight"), "{msg}");
+        let msg = load(disc(3), &st, "", "w.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("w.safetensors") && msg.contains("convs.4.weight"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn truncated_file_is_one_line_error() {
         let bytes = to_safetensors(&collect(&disc(2), "").unwrap(), HashMap::new()).unwrap();
-        let msg = parse(&bytes[..bytes.len() / 2], "m.safetensors").err().unwrap().to_string();
-        assert!(msg.starts_with("m.safetensors") && !msg.contains('\n'), "{msg}");
+        let msg = parse(&bytes[..bytes.len() / 2], "m.safetensors")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.starts_with("m.safetensors") && !msg.contains('\n'),
+            "{msg}"
+        );
     }
 }

@@ -13,11 +13,18 @@ fn run_with(run: &std::path::Path, extra: &[&str]) -> std::process::Output {
 fn config_errors_name_the_key() {
     let d = tmp("badcfg");
     clean_error(&run_with(&d.join("r1"), &["model.chanels=4"]), &["chanels"]);
-    clean_error(&run_with(&d.join("r2"), &["train.batch_size=\"two\""]), &["train.batch_size"]);
+    clean_error(
+        &run_with(&d.join("r2"), &["train.batch_size=\"two\""]),
+        &["train.batch_size"],
+    );
     clean_error(&run_with(&d.join("r3"), &["data.size=30"]), &["data.size"]);
     let cfg = d.join("broken.toml");
     std::fs::write(&cfg, "[model\nch = 1").unwrap();
-    let out = ldm(&["autoencoder".into(), "--config".into(), cfg.display().to_string()]);
+    let out = ldm(&[
+        "autoencoder".into(),
+        "--config".into(),
+        cfg.display().to_string(),
+    ]);
     clean_error(&out, &["broken.toml", "invalid TOML"]);
     let out = ldm(&["autoencoder".into(), "--config".into(), "nope.toml".into()]);
     clean_error(&out, &["nope.toml"]);
@@ -54,7 +61,11 @@ fn checkpoint_errors_name_the_file() {
     let other = d.join("other");
     copy_dir(&ck, &other);
     let state = std::fs::read_to_string(other.join("state.json")).unwrap();
-    std::fs::write(other.join("state.json"), state.replace("autoencoder-kl", "diffusion")).unwrap();
+    std::fs::write(
+        other.join("state.json"),
+        state.replace("autoencoder-kl", "diffusion"),
+    )
+    .unwrap();
     let eval = |path: &std::path::Path| {
         ldm(&[
             "eval".into(),
@@ -86,13 +97,18 @@ fn checkpoint_errors_name_the_file() {
     let wrong_ck = wrong.join("checkpoints/step-00000002");
     let mixed = d.join("mixed");
     copy_dir(&ck, &mixed);
-    std::fs::copy(wrong_ck.join("model.safetensors"), mixed.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        wrong_ck.join("model.safetensors"),
+        mixed.join("model.safetensors"),
+    )
+    .unwrap();
     // Keep our config but take the other model's digest, as a hand-edited checkpoint would.
     let read = |p: std::path::PathBuf| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     };
     let mut state = read(mixed.join("state.json"));
-    state["files"]["model.safetensors"] = read(wrong_ck.join("state.json"))["files"]["model.safetensors"].clone();
+    state["files"]["model.safetensors"] =
+        read(wrong_ck.join("state.json"))["files"]["model.safetensors"].clone();
     std::fs::write(mixed.join("state.json"), state.to_string()).unwrap();
     clean_error(&eval(&mixed), &["model.safetensors"]);
     let _ = std::fs::remove_dir_all(d);

@@ -8,13 +8,20 @@ use std::process::{Command, Output};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The fetched photos (`bash scripts/setup.sh`).
 pub fn photos(split: &str) -> PathBuf {
     let p = repo().join("datasets/photos").join(split);
-    assert!(p.is_dir(), "{} is missing: run `bash scripts/setup.sh` first", p.display());
+    assert!(
+        p.is_dir(),
+        "{} is missing: run `bash scripts/setup.sh` first",
+        p.display()
+    );
     p
 }
 
@@ -58,7 +65,10 @@ pub fn train(run_dir: &Path, extra: &[&str], resume: bool) -> Output {
         "--run-dir".into(),
         run_dir.display().to_string(),
     ];
-    for o in tiny_overrides().into_iter().chain(extra.iter().map(|s| s.to_string())) {
+    for o in tiny_overrides()
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+    {
         args.push("--set".into());
         args.push(o);
     }
@@ -81,8 +91,14 @@ pub fn ok(out: &Output) {
 /// one of `needles`, and no panic.
 pub fn clean_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success:\n{err}");
-    assert!(!err.contains("panicked"), "panic instead of an error:\n{err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
     let line = err
         .lines()
         .find(|l| l.starts_with("error:"))

@@ -7,7 +7,11 @@ use common::*;
 fn mean_of(lines: &[String], key: &str) -> f64 {
     let v: Vec<f64> = lines
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     v.iter().sum::<f64>() / v.len() as f64
 }
