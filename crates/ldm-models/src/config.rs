@@ -61,11 +61,24 @@ impl AutoencoderConfig {
         if self.ch_mult.is_empty() {
             return bad("ch_mult", "must list at least one level".into());
         }
-        if self.ch == 0 || self.z_channels == 0 || self.embed_dim == 0 {
-            return bad("ch", "ch, z_channels and embed_dim must be positive".into());
+        if self.ch == 0 || !self.ch.is_multiple_of(32) {
+            return bad(
+                "ch",
+                format!(
+                    "{} is not a positive multiple of 32 (GroupNorm(32))",
+                    self.ch
+                ),
+            );
+        }
+        if self.z_channels == 0 || self.embed_dim == 0 || self.in_channels == 0 || self.out_ch == 0
+        {
+            return bad(
+                "z_channels",
+                "z_channels, embed_dim, in_channels and out_ch must be positive".into(),
+            );
         }
         for (i, m) in self.ch_mult.iter().enumerate() {
-            if m * self.ch % 32 != 0 || *m == 0 {
+            if !(m * self.ch).is_multiple_of(32) || *m == 0 {
                 return bad(
                     "ch_mult",
                     format!(
@@ -75,7 +88,7 @@ impl AutoencoderConfig {
                 );
             }
         }
-        if self.resolution % self.downsampling() != 0 {
+        if !self.resolution.is_multiple_of(self.downsampling()) {
             return bad(
                 "resolution",
                 format!(
@@ -85,7 +98,7 @@ impl AutoencoderConfig {
                 ),
             );
         }
-        if !(0.0..1.0).contains(&self.dropout) {
+        if !self.dropout.is_finite() || !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));
         }
         Ok(())

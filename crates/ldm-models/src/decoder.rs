@@ -7,8 +7,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
+use crate::blocks::{run_blocks, MidBlock};
 use crate::config::AutoencoderConfig;
-use crate::encoder::MidBlock;
 use crate::norm::GroupNorm;
 use crate::resample::Upsample;
 use crate::resnet::{ae_norm, conv3, ResnetBlock};
@@ -85,12 +85,7 @@ impl<B: Backend> Decoder<B> {
     pub fn forward_features(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = self.mid.forward(self.conv_in.forward(z));
         for level in self.up.iter().rev() {
-            for (i, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(attn) = level.attn.get(i) {
-                    h = attn.forward(h);
-                }
-            }
+            h = run_blocks(&level.block, &level.attn, h);
             if let Some(us) = &level.upsample {
                 h = us.forward(h);
             }

@@ -60,8 +60,7 @@ impl<B: Backend> ActNorm<B> {
         let flat = x.clone().detach().swap_dims(0, 1).reshape([c, n * h * w]);
         let mean = flat.clone().mean_dim(1);
         let std = (flat - mean.clone()).powi_scalar(2).mean_dim(1).sqrt();
-        let dev = x.device();
-        self.loc = Param::from_tensor((-mean).reshape([1, c, 1, 1]).to_device(&dev));
+        self.loc = Param::from_tensor((-mean).reshape([1, c, 1, 1]));
         self.scale = Param::from_tensor((std + 1e-6).recip().reshape([1, c, 1, 1]));
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
+use crate::blocks::{run_blocks, MidBlock};
 use crate::config::AutoencoderConfig;
 use crate::norm::GroupNorm;
 use crate::resample::Downsample;
@@ -22,34 +23,6 @@ pub struct EncoderLevel<B: Backend> {
     pub attn: Vec<AttnBlock<B>>,
     /// Halving at the end of the level (absent on the last level).
     pub downsample: Option<Downsample<B>>,
-}
-
-/// Res → Attn → Res at the bottleneck, shared by encoder and decoder.
-#[derive(Module, Debug)]
-pub struct MidBlock<B: Backend> {
-    /// First residual block.
-    pub block_1: ResnetBlock<B>,
-    /// Self-attention.
-    pub attn_1: AttnBlock<B>,
-    /// Second residual block.
-    pub block_2: ResnetBlock<B>,
-}
-
-impl<B: Backend> MidBlock<B> {
-    /// A bottleneck of width `ch`.
-    pub fn new(ch: usize, dropout: f64, device: &B::Device) -> Self {
-        Self {
-            block_1: ResnetBlock::new(ch, ch, dropout, device),
-            attn_1: AttnBlock::new(ch, device),
-            block_2: ResnetBlock::new(ch, ch, dropout, device),
-        }
-    }
-
-    /// Applies the bottleneck.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.block_2
-            .forward(self.attn_1.forward(self.block_1.forward(x)))
-    }
 }
 
 /// The reference `Encoder` (with `double_z`: it outputs mean and log-variance).
@@ -108,12 +81,7 @@ impl<B: Backend> Encoder<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = self.conv_in.forward(x);
         for level in &self.down {
-            for (i, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(attn) = level.attn.get(i) {
-                    h = attn.forward(h);
-                }
-            }
+            h = run_blocks(&level.block, &level.attn, h);
             if let Some(ds) = &level.downsample {
                 h = ds.forward(h);
             }

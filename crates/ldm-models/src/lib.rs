@@ -1,9 +1,11 @@
 //! Networks of ldm-train, generic over the burn backend: the KL autoencoder
 //! (encoder, decoder, Gaussian posterior), the PatchGAN discriminator, LPIPS,
-//! and their shared blocks. Parameter paths follow the reference checkpoints.
+//! and their shared blocks. The autoencoder's parameter paths are the reference
+//! checkpoint keys.
 
 pub mod attention;
 pub mod autoencoder;
+pub mod blocks;
 pub mod config;
 pub mod decoder;
 pub mod discriminator;
@@ -13,6 +15,7 @@ pub mod lpips;
 pub mod norm;
 pub mod resample;
 pub mod resnet;
+pub mod tensor_bytes;
 
 pub use autoencoder::AutoencoderKl;
 pub use config::{AutoencoderConfig, Regularizer};

@@ -17,6 +17,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::resnet::conv3;
+use crate::tensor_bytes::f32_values;
 
 /// Output channels of VGG16's 13 convs; `MaxPool` falls after conv 1, 3, 6, 9.
 const VGG_CHANNELS: [usize; 13] = [
@@ -85,12 +86,7 @@ impl<B: Backend> Lpips<B> {
                     view.shape()
                 )));
             }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Ok(TensorData::new(values, shape))
+            Ok(TensorData::new(f32_values(view.data()), shape))
         };
         let mut model = Self::random(device);
         let mut cin = 3;

@@ -2,7 +2,6 @@
 //! the trainer state that a checkpoint saves and restores exactly.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
@@ -11,18 +10,18 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use ldm_models::discriminator::DiscriminatorConfig;
 use ldm_models::{AutoencoderKl, Lpips, NLayerDiscriminator};
 
-use crate::checkpoint::{CheckpointState, LatentStats, LoadedCheckpoint};
+use crate::checkpoint::{CheckpointState, LoadedCheckpoint};
 use crate::config::AutoencoderRunConfig;
 use crate::gan_weight::{adaptive_weight, conv_weight_grad_norm};
 use crate::latent_stats::LatentAccumulator;
-use crate::loss::{adopt_weight, disc_loss, kl_mean, nll};
+use crate::loss::{adopt_weight, disc_loss, nll};
 use crate::noise::{mix, normal_tensor, Stream};
 use crate::param_ids::stable_ids;
-use crate::weights;
+use crate::{lpips_weights, weights};
 
 /// Checkpoint kind of a KL autoencoder.
 pub const KIND_KL: &str = "autoencoder-kl";
@@ -69,22 +68,10 @@ pub struct AeTrainer<B: AutodiffBackend> {
     /// Learning rate of both optimizers.
     pub lr: f64,
     /// Latent statistics since the last checkpoint.
-    pub latents: LatentAccumulator,
+    pub latents: LatentAccumulator<B::InnerBackend>,
 }
 
-/// Default location of the converted LPIPS weights (written by `scripts/setup.sh`).
-pub fn default_lpips_path() -> PathBuf {
-    let cache = std::env::var_os("LDM_TRAIN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache").join("ldm-train")
-        });
-    cache.join("weights").join("lpips_vgg16.safetensors")
-}
-
+/// Adam with the config's betas and PyTorch's eps (burn's default eps differs).
 fn adam(cfg: &AutoencoderRunConfig) -> AdamConfig {
     let o = &cfg.optimizer;
     let wd = (o.weight_decay > 0.0).then(|| WeightDecayConfig::new(o.weight_decay as f32));
@@ -93,29 +80,6 @@ fn adam(cfg: &AutoencoderRunConfig) -> AdamConfig {
         .with_beta_2(o.beta2 as f32)
         .with_epsilon(o.eps as f32)
         .with_weight_decay(wd)
-}
-
-/// Loads the LPIPS network a config asks for; a clear error when missing.
-pub fn load_lpips<B: burn::tensor::backend::Backend>(
-    cfg: &AutoencoderRunConfig,
-    device: &B::Device,
-) -> Result<Option<Lpips<B>>> {
-    if cfg.loss.perceptual_weight <= 0.0 {
-        return Ok(None);
-    }
-    let path = if cfg.loss.lpips_weights.is_empty() {
-        default_lpips_path()
-    } else {
-        PathBuf::from(&cfg.loss.lpips_weights)
-    };
-    if !path.is_file() {
-        bail!(
-            "LPIPS weights not found at {}: run `bash scripts/setup.sh` to fetch and convert them, \
-             or set loss.perceptual_weight = 0",
-            path.display()
-        );
-    }
-    Ok(Some(Lpips::load(&path, device)?))
 }
 
 fn disc_config(cfg: &AutoencoderRunConfig) -> DiscriminatorConfig {
@@ -133,10 +97,6 @@ fn record_bytes<B: AutodiffBackend, R: burn::record::Record<B>>(record: R) -> Re
         .map_err(|e| anyhow::anyhow!("cannot serialize optimizer state: {e}"))
 }
 
-fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
-    t.into_scalar().elem::<f64>()
-}
-
 impl<B: AutodiffBackend> AeTrainer<B> {
     /// A fresh trainer: weights from `train.seed`, step 0.
     pub fn new(cfg: AutoencoderRunConfig, device: B::Device) -> Result<Self> {
@@ -150,7 +110,11 @@ impl<B: AutodiffBackend> AeTrainer<B> {
             NLayerDiscriminator::new(&disc_config(&cfg), &device),
             "discriminator",
         );
-        let lpips = load_lpips(&cfg, &device)?;
+        let lpips = if cfg.loss.perceptual_weight > 0.0 {
+            Some(lpips_weights::load(&cfg.loss.lpips_weights, &device)?)
+        } else {
+            None
+        };
         let adam = adam(&cfg);
         Ok(Self {
             lr: cfg.learning_rate(1),
@@ -184,7 +148,10 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let lv = lst
             .tensor("logvar")
             .with_context(|| format!("{dir}/loss.safetensors: missing key `logvar`"))?;
-        let lv = f32::from_le_bytes(lv.data()[..4].try_into().context("logvar is empty")?);
+        let lv = match (lv.dtype(), lv.data().get(..4)) {
+            (safetensors::Dtype::F32, Some(b)) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            _ => bail!("{dir}/loss.safetensors: `logvar` is not an F32 scalar"),
+        };
         let logvar = Param::from_data(TensorData::new(vec![lv], [1]), &self.device)
             .set_require_grad(self.cfg.loss.learn_logvar);
         self.gen = stable_ids(Generator { ae, logvar }, "generator");
@@ -251,25 +218,25 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     }
 
     /// One G step and (once the GAN is active) one D step on `x` in [−1, 1].
+    ///
+    /// Logged values stay on the device until one read at the end, so a GPU
+    /// is not stalled mid-step; a non-finite loss is reported then, and the
+    /// caller stops before the step can reach a checkpoint.
     pub fn train_step(&mut self, x: Tensor<B, 4>) -> Result<StepOutput<B>> {
         let cfg = &self.cfg;
         let seed = cfg.train.seed;
         let step = self.step;
-        B::seed(&self.device, mix(&[seed, Stream::Backend as u64, step]));
+        let dev = self.device.clone();
+        B::seed(&dev, mix(&[seed, Stream::Backend as u64, step]));
         let disc_factor = adopt_weight(cfg.loss.disc_factor, step, cfg.loss.disc_start);
         let gan = disc_factor > 0.0;
+        let zero = || Tensor::<B::InnerBackend, 1>::zeros([1], &dev);
 
         // Generator forward, once.
         let post = self.gen.ae.encode(x.clone());
-        let noise = normal_tensor::<B, 4>(
-            seed,
-            Stream::Posterior,
-            step,
-            post.mean.dims(),
-            &self.device,
-        );
+        let noise = normal_tensor::<B, 4>(seed, Stream::Posterior, step, post.mean.dims(), &dev);
         let z = post.sample(noise);
-        self.latents.add(&z.clone().inner());
+        self.latents.add(z.clone().inner());
         let feats = self.gen.ae.decode_features(z);
         let recon = self.gen.ae.decoder.conv_out.forward(feats.clone());
 
@@ -277,17 +244,18 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let r1 = recon.clone().detach().require_grad();
         let lp = self.lpips.as_ref().map(|l| (l, cfg.loss.perceptual_weight));
         let terms = nll(x.clone(), r1.clone(), lp, self.gen.logvar.val());
-        let nll_value = terms.nll.clone();
+        let nll_value = terms.nll.clone().inner();
         let nll_grads = terms.nll.backward();
         let g_nll = r1
             .grad(&nll_grads)
             .context("reconstruction has no NLL gradient")?;
         let logvar_grad = self.gen.logvar.val().grad(&nll_grads);
 
-        let mut scalars: StepScalars = Vec::with_capacity(16);
+        // The GAN term's gradient, scaled by the adaptive weight.
         let (g_total, d_weight, g_loss) = if gan {
             let r2 = recon.clone().detach().require_grad();
             let g_loss = -self.disc.forward(r2.clone()).mean();
+            let g_value = g_loss.clone().inner();
             let g_grads = g_loss.backward();
             let g_g = r2
                 .grad(&g_grads)
@@ -298,28 +266,19 @@ impl<B: AutodiffBackend> AeTrainer<B> {
                 conv_weight_grad_norm(&feats, &w, &g_g),
                 cfg.loss.disc_weight,
             );
-            let total = g_nll.clone() + g_g * (d_weight * disc_factor);
-            (total, d_weight, scalar(g_loss))
+            let scale = d_weight.clone() * disc_factor;
+            let total = g_nll + g_g * scale.reshape([1, 1, 1, 1]);
+            (total, d_weight, g_value)
         } else {
-            (g_nll, 0.0, 0.0)
+            (g_nll, zero(), zero())
         };
-        let kl = kl_mean(post.kl());
-        let kl_value = kl.clone();
+        let kl = post.kl().mean();
+        let kl_value = kl.clone().inner();
         let surrogate =
             (recon.clone() * Tensor::from_inner(g_total)).sum() + kl * cfg.loss.kl_weight;
         let mut gp = GradientsParams::from_grads(surrogate.backward(), &self.gen);
         if let (true, Some(g)) = (cfg.loss.learn_logvar, logvar_grad) {
             gp.register(self.gen.logvar.id, g);
-        }
-        let nll_v = scalar(nll_value);
-        let kl_v = scalar(kl_value);
-        let total = nll_v + cfg.loss.kl_weight * kl_v + d_weight * disc_factor * g_loss;
-        if !total.is_finite() {
-            bail!(
-                "non-finite loss at step {} (nll {nll_v}, kl {kl_v}, g_loss {g_loss}); \
-                 lower train.base_lr or check the data — no checkpoint was written for this step",
-                step + 1
-            );
         }
         self.gen = self.opt_g.step(self.lr, self.gen.clone(), gp);
 
@@ -327,52 +286,156 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let (d_loss, real_mean, fake_mean) = if gan {
             let real = self.disc.forward(x.detach());
             let fake = self.disc.forward(recon.clone().detach());
-            let real_mean = scalar(real.clone().mean());
-            let fake_mean = scalar(fake.clone().mean());
+            let real_mean = real.clone().mean().inner();
+            let fake_mean = fake.clone().mean().inner();
             let d_loss = disc_loss(cfg.loss.disc_loss, real, fake) * disc_factor;
-            let d_value = d_loss.clone();
+            let d_value = d_loss.clone().inner();
             let gp = GradientsParams::from_grads(d_loss.backward(), &self.disc);
             self.disc = self.opt_d.step(self.lr, self.disc.clone(), gp);
-            (scalar(d_value), real_mean, fake_mean)
+            (d_value, real_mean, fake_mean)
         } else {
-            (0.0, 0.0, 0.0)
+            (zero(), zero(), zero())
         };
         self.step += 1;
 
-        scalars.extend([
-            ("loss", total),
-            ("nll_loss", nll_v),
-            ("rec_loss", scalar(terms.l1)),
-            ("p_loss", scalar(terms.lpips)),
-            ("kl_loss", kl_v),
-            ("g_loss", g_loss),
-            ("d_weight", d_weight),
-            ("disc_factor", disc_factor),
-            ("disc_loss", d_loss),
-            ("logits_real", real_mean),
-            ("logits_fake", fake_mean),
-            ("logvar", scalar(self.gen.logvar.val())),
-            ("lr", self.lr),
-        ]);
+        let names = [
+            "nll_loss",
+            "rec_loss",
+            "p_loss",
+            "kl_loss",
+            "g_loss",
+            "d_weight",
+            "disc_loss",
+            "logits_real",
+            "logits_fake",
+            "logvar",
+        ];
+        let values = Tensor::cat(
+            vec![
+                nll_value,
+                terms.l1.inner(),
+                terms.lpips.inner(),
+                kl_value,
+                g_loss,
+                d_weight,
+                d_loss,
+                real_mean,
+                fake_mean,
+                self.gen.logvar.val().inner(),
+            ],
+            0,
+        );
+        let values: Vec<f64> = values.into_data().iter::<f64>().collect();
+        let get = |k: &str| values[names.iter().position(|n| *n == k).expect("known name")];
+        let total = get("nll_loss")
+            + cfg.loss.kl_weight * get("kl_loss")
+            + get("d_weight") * disc_factor * get("g_loss");
+        if !total.is_finite() {
+            bail!(
+                "non-finite loss at step {} (nll {}, kl {}, g_loss {}); lower train.base_lr or \
+                 check the data — the last checkpoint is untouched",
+                step + 1,
+                get("nll_loss"),
+                get("kl_loss"),
+                get("g_loss")
+            );
+        }
+        let mut scalars: StepScalars = vec![("loss", total)];
+        scalars.extend(names.iter().copied().zip(values.iter().copied()));
+        scalars.extend([("disc_factor", disc_factor), ("lr", self.lr)]);
         Ok(StepOutput {
             scalars,
             recon: recon.inner(),
         })
     }
 
-    /// Seeds ActNorm layers from the first real batch (fresh runs only).
+    /// Seeds ActNorm layers from the first real batch (fresh runs only; a
+    /// no-op with BatchNorm). The reference seeds them on its first D forward.
     pub fn initialize_discriminator(&mut self, x: Tensor<B, 4>) {
-        let disc = std::mem::replace(
-            &mut self.disc,
-            NLayerDiscriminator::new(&disc_config(&self.cfg), &self.device),
-        );
-        let mut disc = disc;
-        disc.initialize_actnorm(x);
-        self.disc = stable_ids(disc, "discriminator");
+        self.disc.initialize_actnorm(x);
+        self.disc = stable_ids(self.disc.clone(), "discriminator");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_autoencoder;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, ElementConversion};
+
+    type B = Autodiff<Flex>;
+
+    fn scalar(t: Tensor<B, 1>) -> f64 {
+        t.into_scalar().elem::<f64>()
     }
 
-    /// Latent statistics for the checkpoint.
-    pub fn latent_stats(&self) -> Option<LatentStats> {
-        self.latents.stats()
+    fn trainer(extra: &[&str]) -> AeTrainer<B> {
+        let mut o: Vec<String> = [
+            "loss.perceptual_weight=0",
+            "data.size=16",
+            "model.resolution=16",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        o.extend(extra.iter().map(|s| s.to_string()));
+        let (cfg, _) = load_autoencoder("tiny/kl-f4.toml", &o).unwrap();
+        AeTrainer::new(cfg, Default::default()).unwrap()
+    }
+
+    fn logvar_after_steps(learn: bool) -> f64 {
+        let mut t = trainer(&[if learn {
+            "loss.learn_logvar=true"
+        } else {
+            "loss.learn_logvar=false"
+        }]);
+        let x = Tensor::<B, 4>::random(
+            [2, 3, 16, 16],
+            Distribution::Uniform(-1.0, 1.0),
+            &Default::default(),
+        );
+        for _ in 0..3 {
+            t.train_step(x.clone()).unwrap();
+        }
+        scalar(t.gen.logvar.val())
+    }
+
+    #[test]
+    fn logvar_moves_only_when_learned() {
+        assert_eq!(logvar_after_steps(false), 0.0);
+        // |x − x̂| ≈ 0.5 ≪ 1 per element, so the NLL pulls logvar down.
+        assert!(logvar_after_steps(true) < 0.0);
+    }
+
+    #[test]
+    fn gan_terms_switch_on_at_disc_start() {
+        let mut t = trainer(&["loss.disc_start=1"]);
+        let x = Tensor::<B, 4>::random(
+            [2, 3, 16, 16],
+            Distribution::Uniform(-1.0, 1.0),
+            &Default::default(),
+        );
+        let get = |s: &StepScalars, k: &str| s.iter().find(|(n, _)| *n == k).unwrap().1;
+        let before = t.train_step(x.clone()).unwrap().scalars;
+        assert_eq!(get(&before, "disc_factor"), 0.0);
+        assert_eq!(get(&before, "disc_loss"), 0.0);
+        let after = t.train_step(x).unwrap().scalars;
+        assert_eq!(get(&after, "disc_factor"), 1.0);
+        assert!(get(&after, "d_weight") > 0.0 && get(&after, "disc_loss") > 0.0);
+    }
+
+    #[test]
+    fn missing_lpips_weights_point_to_setup() {
+        let o = vec!["loss.lpips_weights=\"/no/such/lpips.safetensors\"".to_string()];
+        let (cfg, _) = load_autoencoder("tiny/kl-f4.toml", &o).unwrap();
+        let err = AeTrainer::<B>::new(cfg, Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("/no/such/lpips.safetensors") && err.contains("scripts/setup.sh"),
+            "{err}"
+        );
     }
 }

@@ -179,13 +179,21 @@ impl CheckpointWriter {
         write_synced(&tmp.join(STATE), &serde_json::to_vec_pretty(&state)?)?;
         sync_dir(&tmp)?;
         let dest = self.root.join(&name);
-        if dest.exists() {
-            // Re-writing a step (e.g. after a resume that did no steps) replaces it.
-            fs::remove_dir_all(&dest)?;
+        // A step written again (after a rewind) replaces the old one by renames
+        // only, so the name never points at a half-deleted directory.
+        let old = dest.exists().then(|| {
+            self.root
+                .join(format!("{TMP_PREFIX}old-{name}-{}", std::process::id()))
+        });
+        if let Some(old) = &old {
+            fs::rename(&dest, old)?;
         }
         fs::rename(&tmp, &dest)
             .with_context(|| format!("cannot move checkpoint into {}", dest.display()))?;
         sync_dir(&self.root)?;
+        if let Some(old) = old {
+            let _ = fs::remove_dir_all(old);
+        }
         let latest_tmp = self
             .root
             .join(format!("{TMP_PREFIX}latest-{}", std::process::id()));
@@ -196,18 +204,61 @@ impl CheckpointWriter {
         Ok(dest)
     }
 
-    /// Keeps the newest `keep_last` plus every `keep_every`-th; never the current.
-    fn prune(&self, current: u64) -> Result<()> {
+    fn steps(&self) -> Result<Vec<u64>> {
         let mut steps: Vec<u64> = fs::read_dir(&self.root)?
             .filter_map(|e| e.ok())
             .filter_map(|e| step_of(&e.file_name().to_string_lossy()))
             .collect();
         steps.sort_unstable();
+        Ok(steps)
+    }
+
+    /// Removes a checkpoint directory: renamed out of the `step-*` namespace
+    /// first, so a crash midway leaves only a temporary to clean up.
+    fn remove(&self, step: u64) {
+        let name = step_dir_name(step);
+        let doomed = self
+            .root
+            .join(format!("{TMP_PREFIX}rm-{name}-{}", std::process::id()));
+        if fs::rename(self.root.join(&name), &doomed).is_ok() {
+            let _ = fs::remove_dir_all(doomed);
+        }
+    }
+
+    /// Makes `step` the newest checkpoint of this directory after a resume
+    /// from it: `latest` points at it (or is removed when it lives elsewhere)
+    /// and later checkpoints, which belong to the abandoned trajectory, go.
+    pub fn rewind_to(&self, step: u64) -> Result<()> {
+        let later: Vec<u64> = self.steps()?.into_iter().filter(|s| *s > step).collect();
+        if later.is_empty() {
+            return Ok(());
+        }
+        let name = step_dir_name(step);
+        let latest = self.root.join(LATEST);
+        if self.root.join(&name).is_dir() {
+            let tmp = self
+                .root
+                .join(format!("{TMP_PREFIX}latest-{}", std::process::id()));
+            write_synced(&tmp, format!("{name}\n").as_bytes())?;
+            fs::rename(&tmp, &latest)?;
+        } else {
+            let _ = fs::remove_file(&latest);
+        }
+        sync_dir(&self.root)?;
+        for s in later {
+            self.remove(s);
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest `keep_last` plus every `keep_every`-th; never the current.
+    fn prune(&self, current: u64) -> Result<()> {
+        let steps = self.steps()?;
         let keep_from = steps.len().saturating_sub(self.keep_last);
         for (i, step) in steps.iter().enumerate() {
             let milestone = self.keep_every > 0 && step % self.keep_every == 0;
             if i < keep_from && !milestone && *step != current {
-                let _ = fs::remove_dir_all(self.root.join(step_dir_name(*step)));
+                self.remove(*step);
             }
         }
         Ok(())
@@ -343,6 +394,26 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(msg.contains("expected `diffusion`"), "{msg}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn rewind_drops_later_checkpoints() {
+        let root = tempdir("rewind");
+        let w = CheckpointWriter::new(&root, 5, 0).unwrap();
+        for step in 1..=4 {
+            w.write(state(step), "", vec![("m", vec![step as u8])])
+                .unwrap();
+        }
+        w.rewind_to(2).unwrap();
+        assert_eq!(load(&root, "autoencoder-kl").unwrap().state.step, 2);
+        assert!(!root.join(step_dir_name(3)).exists() && !root.join(step_dir_name(4)).exists());
+        // Writing step 3 again works and becomes latest.
+        w.write(state(3), "", vec![("m", vec![9])]).unwrap();
+        assert_eq!(
+            load(&root, "autoencoder-kl").unwrap().file("m").unwrap(),
+            &[9]
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -279,12 +279,63 @@ impl AutoencoderRunConfig {
         if let Err((key, why)) = self.model.validate() {
             bail!("{key}: {why}");
         }
+        // Images are decoded to RGB, and LPIPS and the discriminator see them.
+        for (key, v) in [
+            ("model.in_channels", self.model.in_channels),
+            ("model.out_ch", self.model.out_ch),
+            ("loss.disc_in_channels", self.loss.disc_in_channels),
+        ] {
+            if v != 3 {
+                bail!("{key}: {v}, but training images are RGB (3 channels)");
+            }
+        }
         let size = self.data.size as usize;
-        if size % self.model.downsampling() != 0 {
+        if !size.is_multiple_of(self.model.downsampling()) {
             bail!(
                 "data.size: {size} is not divisible by the downsampling factor {}",
                 self.model.downsampling()
             );
+        }
+        let l = &self.loss;
+        if l.disc_num_layers == 0 || l.disc_ndf == 0 {
+            bail!("loss.disc_num_layers / loss.disc_ndf: must be at least 1");
+        }
+        // Each stride-2 conv halves (floor), the two stride-1 4×4 convs take 1 each.
+        let logits = (size >> l.disc_num_layers.min(30)) as i64 - 2;
+        if logits < 1 {
+            bail!(
+                "loss.disc_num_layers: {} layers leave no patch logits at data.size {size}",
+                l.disc_num_layers
+            );
+        }
+        let non_negative = [
+            ("loss.perceptual_weight", l.perceptual_weight),
+            ("loss.kl_weight", l.kl_weight),
+            ("loss.disc_weight", l.disc_weight),
+            ("loss.disc_factor", l.disc_factor),
+            ("optimizer.weight_decay", self.optimizer.weight_decay),
+        ];
+        for (key, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{key}: {v} must be a finite number ≥ 0");
+            }
+        }
+        if !l.logvar_init.is_finite() {
+            bail!("loss.logvar_init: must be finite");
+        }
+        let o = &self.optimizer;
+        for (key, v) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{key}: {v} is not in [0, 1)");
+            }
+        }
+        for (key, v) in [
+            ("optimizer.eps", o.eps),
+            ("train.base_lr", self.train.base_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("{key}: {v} must be a finite number > 0");
+            }
         }
         if self.train.batch_size == 0 {
             bail!("train.batch_size: must be at least 1");
@@ -292,8 +343,8 @@ impl AutoencoderRunConfig {
         if self.checkpoint.every == 0 || self.checkpoint.keep_last == 0 {
             bail!("checkpoint.every / checkpoint.keep_last: must be at least 1");
         }
-        if self.loss.perceptual_weight < 0.0 || self.loss.kl_weight < 0.0 {
-            bail!("loss.perceptual_weight / loss.kl_weight: must not be negative");
+        if self.logging.every == 0 {
+            bail!("logging.every: must be at least 1");
         }
         Ok(())
     }
@@ -387,6 +438,37 @@ pub fn load_autoencoder(
     Ok((cfg, src))
 }
 
+/// Dotted keys whose values differ between two configs (for resume warnings).
+pub fn changed_keys<T: Serialize>(old: &T, new: &T) -> Result<Vec<String>> {
+    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+                let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    match (ta.get(k), tb.get(k)) {
+                        (Some(x), Some(y)) => walk(&key, x, y, out),
+                        _ => out.push(key),
+                    }
+                }
+            }
+            _ if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let a = toml::Value::try_from(old)?;
+    let b = toml::Value::try_from(new)?;
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    Ok(out)
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -430,6 +512,38 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.train.base_lr, 1e-4);
         assert_eq!(cfg.model.ch_mult, vec![1, 2, 2, 4]);
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("model.ch=16", "model.ch"),
+            ("model.in_channels=1", "model.in_channels"),
+            ("loss.disc_num_layers=5", "loss.disc_num_layers"),
+            ("logging.every=0", "logging.every"),
+            ("optimizer.beta1=1.5", "optimizer.beta1"),
+            ("train.base_lr=nan", "train.base_lr"),
+            ("loss.disc_weight=-1", "loss.disc_weight"),
+        ];
+        for (set, key) in cases {
+            let err = load_autoencoder("tiny/kl-f4.toml", &[set.to_string()]).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(key), "{set}: {msg}");
+        }
+    }
+
+    #[test]
+    fn changed_keys_lists_dotted_paths() {
+        let (a, _) = load_autoencoder("tiny/kl-f4.toml", &[]).unwrap();
+        let (b, _) = load_autoencoder(
+            "tiny/kl-f4.toml",
+            &["train.max_steps=9".into(), "data.hflip=false".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            changed_keys(&a, &b).unwrap(),
+            vec!["data.hflip", "train.max_steps"]
+        );
     }
 
     #[test]

@@ -17,11 +17,9 @@ use crate::config::{self, AutoencoderRunConfig, ConfigSource};
 use crate::metrics::{downsample_baseline, psnr, ssim};
 use crate::weights;
 
-/// Scores of one image.
-#[derive(Clone, Debug, Serialize)]
-pub struct ImageScores {
-    /// Source file.
-    pub path: PathBuf,
+/// The scores of one image, or their means over a folder.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Scores {
     /// PSNR of the reconstruction (dB).
     pub psnr: f64,
     /// SSIM of the reconstruction.
@@ -36,6 +34,16 @@ pub struct ImageScores {
     pub baseline_ssim: f64,
 }
 
+/// Scores of one image.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageScores {
+    /// Source file.
+    pub path: PathBuf,
+    /// Its scores.
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
 /// Means over a folder plus the per-image table.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
@@ -45,18 +53,9 @@ pub struct EvalReport {
     pub size: u32,
     /// Downsampling factor of the model (and of the baseline).
     pub f: usize,
-    /// Mean PSNR.
-    pub psnr: f64,
-    /// Mean SSIM.
-    pub ssim: f64,
-    /// Mean LPIPS.
-    pub lpips: Option<f64>,
-    /// Mean L1.
-    pub l1: f64,
-    /// Mean baseline PSNR.
-    pub baseline_psnr: f64,
-    /// Mean baseline SSIM.
-    pub baseline_ssim: f64,
+    /// Mean scores.
+    #[serde(flatten)]
+    pub mean: Scores,
     /// Per-image scores.
     pub per_image: Vec<ImageScores>,
 }
@@ -146,12 +145,14 @@ pub fn evaluate<B: Backend>(
         for i in 0..n {
             per_image.push(ImageScores {
                 path: batch.paths[i].clone(),
-                psnr: p[i],
-                ssim: s[i],
-                lpips: lp.as_ref().map(|v| v[i]),
-                l1: l1[i],
-                baseline_psnr: bp[i],
-                baseline_ssim: bs[i],
+                scores: Scores {
+                    psnr: p[i],
+                    ssim: s[i],
+                    lpips: lp.as_ref().map(|v| v[i]),
+                    l1: l1[i],
+                    baseline_psnr: bp[i],
+                    baseline_ssim: bs[i],
+                },
             });
         }
         if limit > 0 && per_image.len() >= limit {
@@ -160,18 +161,21 @@ pub fn evaluate<B: Backend>(
         }
     }
     anyhow::ensure!(!per_image.is_empty(), "no images were evaluated");
-    let mean =
-        |g: fn(&ImageScores) -> f64| per_image.iter().map(g).sum::<f64>() / per_image.len() as f64;
-    Ok(EvalReport {
-        images: per_image.len(),
-        size,
-        f,
+    let n = per_image.len() as f64;
+    let mean = |g: fn(&Scores) -> f64| per_image.iter().map(|i| g(&i.scores)).sum::<f64>() / n;
+    let mean = Scores {
         psnr: mean(|s| s.psnr),
         ssim: mean(|s| s.ssim),
         lpips: lpips.map(|_| mean(|s| s.lpips.unwrap_or(0.0))),
         l1: mean(|s| s.l1),
         baseline_psnr: mean(|s| s.baseline_psnr),
         baseline_ssim: mean(|s| s.baseline_ssim),
+    };
+    Ok(EvalReport {
+        images: per_image.len(),
+        size,
+        f,
+        mean,
         per_image,
     })
 }

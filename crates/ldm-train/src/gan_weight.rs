@@ -7,17 +7,18 @@
 //! x̂ = conv(W, feats), ∂/∂W of each loss is the weight gradient of that
 //! conv alone for that output gradient, computed on detached features.
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 
-/// ‖∂L/∂W‖ for `out = conv3x3(feats, W)` given `grad_out` = ∂L/∂out.
+/// ‖∂L/∂W‖ (shape `[1]`, on the device) for `out = conv3x3(feats, W)` given
+/// `grad_out` = ∂L/∂out.
 pub fn conv_weight_grad_norm<B: AutodiffBackend>(
     feats: &Tensor<B, 4>,
     weight: &Tensor<B, 4>,
     grad_out: &Tensor<B::InnerBackend, 4>,
-) -> f64 {
+) -> Tensor<B::InnerBackend, 1> {
     let w = weight.clone().detach().require_grad();
     let pad = weight.dims()[2] / 2;
     let out = conv2d(
@@ -30,11 +31,16 @@ pub fn conv_weight_grad_norm<B: AutodiffBackend>(
         .sum()
         .backward();
     let g = w.grad(&grads).expect("weight requires grad");
-    g.powi_scalar(2).sum().sqrt().into_scalar().elem::<f64>()
+    g.powi_scalar(2).sum().sqrt()
 }
 
-/// d_weight = ‖∇nll‖ / (‖∇g‖ + 1e-4), clamped to [0, 1e4], times `disc_weight`.
-pub fn adaptive_weight(nll_norm: f64, g_norm: f64, disc_weight: f64) -> f64 {
+/// d_weight = ‖∇nll‖ / (‖∇g‖ + 1e-4), clamped to [0, 1e4], times `disc_weight`
+/// (detached by construction: the norms come from separate graphs).
+pub fn adaptive_weight<B: Backend>(
+    nll_norm: Tensor<B, 1>,
+    g_norm: Tensor<B, 1>,
+    disc_weight: f64,
+) -> Tensor<B, 1> {
     (nll_norm / (g_norm + 1e-4)).clamp(0.0, 1e4) * disc_weight
 }
 
@@ -100,9 +106,9 @@ mod tests {
             };
             let g = GradientsParams::from_grads(loss.backward(), &ae);
             let gw: Tensor<Flex, 4> = g.get(w_id).unwrap();
-            f64::from(gw.powi_scalar(2).sum().sqrt().into_scalar())
+            gw.powi_scalar(2).sum().sqrt()
         };
-        let expect = adaptive_weight(grad_w(false), grad_w(true), 0.5);
+        let expect = f64::from(adaptive_weight(grad_w(false), grad_w(true), 0.5).into_scalar());
 
         // Trick: one forward, losses on detached leaves.
         let z = ae.encode(x.clone()).mode();
@@ -115,10 +121,13 @@ mod tests {
             .grad(&(-disc.forward(r2.clone()).mean()).backward())
             .unwrap();
         let w = ae.decoder.conv_out.weight.val();
-        let got = adaptive_weight(
-            conv_weight_grad_norm(&feats, &w, &g1),
-            conv_weight_grad_norm(&feats, &w, &g2),
-            0.5,
+        let got = f64::from(
+            adaptive_weight(
+                conv_weight_grad_norm(&feats, &w, &g1),
+                conv_weight_grad_norm(&feats, &w, &g2),
+                0.5,
+            )
+            .into_scalar(),
         );
         assert!(
             (got - expect).abs() <= 1e-4 * expect.abs(),

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod gan_weight;
 pub mod latent_stats;
 pub mod loss;
+pub mod lpips_weights;
 pub mod metrics;
 pub mod noise;
 pub mod param_ids;

@@ -50,11 +50,6 @@ pub fn nll<B: Backend>(
     }
 }
 
-/// Mean KL over the batch from per-image sums `[N]`.
-pub fn kl_mean<B: Backend>(kl_per_image: Tensor<B, 1>) -> Tensor<B, 1> {
-    kl_per_image.mean()
-}
-
 /// Discriminator loss on real and fake logits.
 pub fn disc_loss<B: Backend>(
     kind: DiscLoss,

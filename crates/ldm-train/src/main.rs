@@ -10,7 +10,7 @@ use ldm_train::backend::{dispatch, DeviceArg, Job};
 use ldm_train::bench::{self, BenchArgs, BenchMode};
 use ldm_train::eval::{eval_loader, evaluate, load_autoencoder};
 use ldm_train::train_autoencoder::{self, TrainArgs};
-use ldm_train::{ae_trainer, shipped};
+use ldm_train::{lpips_weights, shipped};
 
 /// Train latent-diffusion autoencoders with burn (CPU or CUDA), resume exactly,
 /// log to TensorBoard, evaluate reconstructions.
@@ -136,16 +136,19 @@ impl Job for EvalJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let (ae, cfg, ck) = load_autoencoder::<B::InnerBackend>(&a.checkpoint, &device)?;
-        let lpips = ae_trainer::load_lpips::<B::InnerBackend>(&cfg, &device).unwrap_or_else(|e| {
-            eprintln!("warning: {e:#}; LPIPS will not be reported");
-            None
-        });
+        // LPIPS is reported whenever its weights exist, whatever the training loss used.
+        let lpips = lpips_weights::load::<B::InnerBackend>(&cfg.loss.lpips_weights, &device)
+            .map_err(|e| eprintln!("warning: {e:#}; LPIPS will not be reported"))
+            .ok();
         let out = a.out.unwrap_or_else(|| ck.dir.join("eval"));
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create {}", out.display()))?;
         let size = a.size.unwrap_or(cfg.data.size);
-        let loader = eval_loader(&a.data, size, a.batch_size)?;
         let f = cfg.model.downsampling();
+        if size == 0 || !(size as usize).is_multiple_of(f) {
+            anyhow::bail!("--size {size}: must be a positive multiple of the model's f = {f}");
+        }
+        let loader = eval_loader(&a.data, size, a.batch_size)?;
         let rep = evaluate(&ae, lpips.as_ref(), f, loader, a.limit, Some(&out), &device)?;
         let json = out.join("eval.json");
         std::fs::write(&json, serde_json::to_string_pretty(&rep)?)
@@ -153,16 +156,17 @@ impl Job for EvalJob {
         println!(
             "{} images at {size}² (f = {f}): PSNR {:.2} dB, SSIM {:.4}, LPIPS {}, L1 {:.4}",
             rep.images,
-            rep.psnr,
-            rep.ssim,
-            rep.lpips
+            rep.mean.psnr,
+            rep.mean.ssim,
+            rep.mean
+                .lpips
                 .map(|l| format!("{l:.4}"))
                 .unwrap_or_else(|| "n/a".into()),
-            rep.l1
+            rep.mean.l1
         );
         println!(
             "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB, SSIM {:.4}",
-            rep.baseline_psnr, rep.baseline_ssim
+            rep.mean.baseline_psnr, rep.mean.baseline_ssim
         );
         println!("wrote {} and reconstructions", json.display());
         Ok(())
@@ -173,6 +177,9 @@ struct BenchJob(BenchCli);
 impl Job for BenchJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
+        if a.steps == 0 || a.batch == 0 {
+            anyhow::bail!("--steps and --batch must be at least 1");
+        }
         let args = BenchArgs {
             config: a.config,
             overrides: a.set,

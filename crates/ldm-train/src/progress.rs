@@ -20,3 +20,12 @@ pub fn bar(total: u64, start: u64, unit: &str) -> ProgressBar {
     pb.reset_eta();
     pb
 }
+
+/// Prints a line above the bar, or plainly when the bar is hidden (logs, CI).
+pub fn note(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}

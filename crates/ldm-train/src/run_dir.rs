@@ -65,7 +65,11 @@ impl RunDir {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        fs::write(&p, kept).with_context(|| format!("cannot rewrite {}", p.display()))
+        // Through a temporary, so a crash here cannot lose the lines we keep.
+        let tmp = self.root.join(".metrics.jsonl.tmp");
+        fs::write(&tmp, kept)
+            .and_then(|_| fs::rename(&tmp, &p))
+            .with_context(|| format!("cannot rewrite {}", p.display()))
     }
 
     /// Appends one metrics line.

@@ -75,6 +75,26 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                     ck.dir.display()
                 );
             }
+            // Cadence, budget and loader threads do not change the trajectory.
+            let harmless = [
+                "train.max_steps",
+                "checkpoint.",
+                "logging.",
+                "data.workers",
+                "data.prefetch",
+                "data.val_root",
+            ];
+            let changed: Vec<String> = config::changed_keys(&ck_cfg, &cfg)?
+                .into_iter()
+                .filter(|k| !harmless.iter().any(|h| k.starts_with(h)))
+                .collect();
+            if !changed.is_empty() {
+                eprintln!(
+                    "warning: resuming with changed settings ({}); the run will not repeat an \
+                     uninterrupted one exactly",
+                    changed.join(", ")
+                );
+            }
             if ck.state.dataset_fingerprint != fingerprint {
                 eprintln!(
                     "warning: {} changed since checkpoint {} (the data order will differ)",
@@ -120,6 +140,10 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         cfg.checkpoint.keep_last,
         cfg.checkpoint.keep_every,
     )?;
+    if args.resume.is_some() {
+        // Checkpoints after the resumed one belong to the abandoned trajectory.
+        writer.rewind_to(trainer.step)?;
+    }
     let mut tb = EventWriter::create(&run.tensorboard())?;
     let max = cfg.train.max_steps;
     eprintln!(
@@ -199,17 +223,20 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                     None,
                     &device,
                 )?;
-                tb.add_scalar("val/psnr", rep.psnr as f32, step)?;
-                tb.add_scalar("val/ssim", rep.ssim as f32, step)?;
-                tb.add_scalar("val/rec_loss", rep.l1 as f32, step)?;
-                tb.add_scalar("val/baseline_psnr", rep.baseline_psnr as f32, step)?;
-                if let Some(l) = rep.lpips {
+                tb.add_scalar("val/psnr", rep.mean.psnr as f32, step)?;
+                tb.add_scalar("val/ssim", rep.mean.ssim as f32, step)?;
+                tb.add_scalar("val/rec_loss", rep.mean.l1 as f32, step)?;
+                tb.add_scalar("val/baseline_psnr", rep.mean.baseline_psnr as f32, step)?;
+                if let Some(l) = rep.mean.lpips {
                     tb.add_scalar("val/lpips", l as f32, step)?;
                 }
-                pb.println(format!(
-                    "step {step}: val PSNR {:.2} dB (baseline {:.2}), SSIM {:.3}",
-                    rep.psnr, rep.baseline_psnr, rep.ssim
-                ));
+                progress::note(
+                    &pb,
+                    format!(
+                        "step {step}: val PSNR {:.2} dB (baseline {:.2}), SSIM {:.3}",
+                        rep.mean.psnr, rep.mean.baseline_psnr, rep.mean.ssim
+                    ),
+                );
             }
         }
         if step % cfg.checkpoint.every == 0 || step == max {

@@ -8,11 +8,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::module::{Module, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::TensorData;
 use burn_store::{ModuleSnapshot, TensorSnapshot};
+use ldm_models::tensor_bytes::f32_values;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
@@ -90,12 +91,7 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
                 view.dtype()
             );
         }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let data = TensorData::new(values, view.shape().to_vec());
+        let data = TensorData::new(f32_values(view.data()), view.shape().to_vec());
         let path_stack = path.split('.').map(str::to_string).collect();
         snapshots.push(TensorSnapshot::from_data(
             data,
@@ -133,18 +129,6 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
         );
     }
     Ok(module)
-}
-
-/// Reads a file and loads the keys under `prefix` into `module`.
-pub fn load_file<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
-    module: M,
-    path: &std::path::Path,
-    prefix: &str,
-) -> Result<M> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name = path.display().to_string();
-    let st = parse(&bytes, &name)?;
-    load(module, &st, prefix, &name)
 }
 
 #[cfg(test)]

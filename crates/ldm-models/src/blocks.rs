@@ -1,0 +1,53 @@
+//! Pieces shared by encoder and decoder: a level's block/attention sequence
+//! and the Res → Attn → Res bottleneck.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use crate::attention::AttnBlock;
+use crate::resnet::ResnetBlock;
+
+/// Runs a level's residual blocks, each followed by its attention block when
+/// the level has them (shared by encoder and decoder levels).
+pub fn run_blocks<B: Backend>(
+    blocks: &[ResnetBlock<B>],
+    attn: &[AttnBlock<B>],
+    mut h: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    for (i, block) in blocks.iter().enumerate() {
+        h = block.forward(h);
+        if let Some(a) = attn.get(i) {
+            h = a.forward(h);
+        }
+    }
+    h
+}
+
+/// Res → Attn → Res at the bottleneck, shared by encoder and decoder.
+#[derive(Module, Debug)]
+pub struct MidBlock<B: Backend> {
+    /// First residual block.
+    pub block_1: ResnetBlock<B>,
+    /// Self-attention.
+    pub attn_1: AttnBlock<B>,
+    /// Second residual block.
+    pub block_2: ResnetBlock<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    /// A bottleneck of width `ch`.
+    pub fn new(ch: usize, dropout: f64, device: &B::Device) -> Self {
+        Self {
+            block_1: ResnetBlock::new(ch, ch, dropout, device),
+            attn_1: AttnBlock::new(ch, device),
+            block_2: ResnetBlock::new(ch, ch, dropout, device),
+        }
+    }
+
+    /// Applies the bottleneck.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.block_2
+            .forward(self.attn_1.forward(self.block_1.forward(x)))
+    }
+}
