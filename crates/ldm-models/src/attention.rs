@@ -27,9 +27,9 @@ pub struct AttnBlock<B: Backend> {
 
 impl<B: Backend> AttnBlock<B> {
     /// Attention over `channels`-wide feature maps.
-    pub fn new(channels: usize, device: &B::Device) -> Self {
+    pub fn new(channels: usize, groups: usize, device: &B::Device) -> Self {
         Self {
-            norm: ae_norm(channels, device),
+            norm: ae_norm(groups, channels, device),
             q: conv1(channels, channels, device),
             k: conv1(channels, channels, device),
             v: conv1(channels, channels, device),

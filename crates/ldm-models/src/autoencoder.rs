@@ -1,7 +1,7 @@
 //! `AutoencoderKL`: encoder, Gaussian posterior and decoder with the 1×1
 //! `quant_conv` / `post_quant_conv` between them.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -29,10 +29,21 @@ pub struct AutoencoderKl<B: Backend> {
 impl<B: Backend> AutoencoderKl<B> {
     /// A randomly initialized model (PyTorch's default conv init).
     pub fn new(cfg: &AutoencoderConfig, device: &B::Device) -> Self {
+        let mut quant_conv = conv1(2 * cfg.z_channels, 2 * cfg.embed_dim, device);
+        if let (Some(v), Some(bias)) = (cfg.posterior_logvar_init, quant_conv.bias.take()) {
+            // Moments are [mean | logvar]: set the second half of the bias.
+            let e = cfg.embed_dim;
+            let b = bias
+                .val()
+                .detach()
+                .slice_assign([e..2 * e], Tensor::full([e], v, device))
+                .detach();
+            quant_conv.bias = Some(Param::from_tensor(b));
+        }
         Self {
             encoder: Encoder::new(cfg, 2 * cfg.z_channels, device),
             decoder: Decoder::new(cfg, device),
-            quant_conv: conv1(2 * cfg.z_channels, 2 * cfg.embed_dim, device),
+            quant_conv,
             post_quant_conv: conv1(cfg.embed_dim, cfg.z_channels, device),
         }
     }
@@ -63,7 +74,7 @@ impl<B: Backend> AutoencoderKl<B> {
 mod tests {
     use super::*;
     use crate::config::Regularizer;
-    use burn::backend::Flex;
+    use burn::backend::{Autodiff, Flex};
     use burn::tensor::Distribution;
 
     fn tiny() -> AutoencoderConfig {
@@ -79,6 +90,8 @@ mod tests {
             z_channels: 4,
             embed_dim: 3,
             dropout: 0.0,
+            posterior_logvar_init: None,
+            norm_groups: 32,
         }
     }
 
@@ -96,5 +109,23 @@ mod tests {
         assert_eq!(ae.encoder.down[1].attn.len(), 1);
         assert_eq!(ae.decoder.up[1].attn.len(), 2);
         assert!(ae.encoder.down[0].attn.is_empty());
+    }
+
+    #[test]
+    fn posterior_logvar_init_sets_the_logvar_bias() {
+        let dev = Default::default();
+        let cfg = AutoencoderConfig {
+            posterior_logvar_init: Some(-6.0),
+            ..tiny()
+        };
+        // On the autodiff backend: the bias must stay a trainable leaf.
+        let ae = AutoencoderKl::<Autodiff<Flex>>::new(&cfg, &dev);
+        let bias = ae.quant_conv.bias.unwrap().val();
+        assert!(bias.is_require_grad());
+        let b: Vec<f32> = bias.into_data().to_vec().unwrap();
+        assert!(
+            b[..3].iter().all(|v| v.abs() < 1.0) && b[3..] == [-6.0; 3],
+            "{b:?}"
+        );
     }
 }

@@ -37,11 +37,11 @@ pub struct MidBlock<B: Backend> {
 
 impl<B: Backend> MidBlock<B> {
     /// A bottleneck of width `ch`.
-    pub fn new(ch: usize, dropout: f64, device: &B::Device) -> Self {
+    pub fn new(ch: usize, groups: usize, dropout: f64, device: &B::Device) -> Self {
         Self {
-            block_1: ResnetBlock::new(ch, ch, dropout, device),
-            attn_1: AttnBlock::new(ch, device),
-            block_2: ResnetBlock::new(ch, ch, dropout, device),
+            block_1: ResnetBlock::new(ch, ch, groups, dropout, device),
+            attn_1: AttnBlock::new(ch, groups, device),
+            block_2: ResnetBlock::new(ch, ch, groups, dropout, device),
         }
     }
 

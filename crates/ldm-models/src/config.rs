@@ -43,10 +43,26 @@ pub struct AutoencoderConfig {
     /// Dropout inside residual blocks.
     #[serde(default)]
     pub dropout: f64,
+    /// GroupNorm groups (32 in the reference). Narrow networks want fewer:
+    /// with one channel per group the norm removes each channel's image mean,
+    /// and `norm_out` can no longer pass an image's overall colour to the
+    /// output. The reference keeps 4 channels per group at its narrowest.
+    #[serde(default = "thirty_two")]
+    pub norm_groups: usize,
+    /// Initial bias of the posterior log-variance channels of `quant_conv`
+    /// (**beyond** the reference, which starts at PyTorch's default ≈ 0). A
+    /// negative value (e.g. −6) starts training with little sampling noise,
+    /// so a short CPU run learns from an informative latent at once; the KL
+    /// term and training move it freely afterwards. Unset = reference init.
+    #[serde(default)]
+    pub posterior_logvar_init: Option<f64>,
 }
 
 fn three() -> usize {
     3
+}
+fn thirty_two() -> usize {
+    32
 }
 
 impl AutoencoderConfig {
@@ -61,11 +77,15 @@ impl AutoencoderConfig {
         if self.ch_mult.is_empty() {
             return bad("ch_mult", "must list at least one level".into());
         }
-        if self.ch == 0 || !self.ch.is_multiple_of(32) {
+        let g = self.norm_groups;
+        if g == 0 {
+            return bad("norm_groups", "must be at least 1".into());
+        }
+        if self.ch == 0 || !self.ch.is_multiple_of(g) {
             return bad(
                 "ch",
                 format!(
-                    "{} is not a positive multiple of 32 (GroupNorm(32))",
+                    "{} is not a positive multiple of norm_groups = {g}",
                     self.ch
                 ),
             );
@@ -78,11 +98,11 @@ impl AutoencoderConfig {
             );
         }
         for (i, m) in self.ch_mult.iter().enumerate() {
-            if !(m * self.ch).is_multiple_of(32) || *m == 0 {
+            if *m == 0 || !(m * self.ch).is_multiple_of(g) {
                 return bad(
                     "ch_mult",
                     format!(
-                        "level {i} has {} channels; GroupNorm(32) needs a positive multiple of 32",
+                        "level {i} has {} channels, not a positive multiple of norm_groups = {g}",
                         m * self.ch
                     ),
                 );
@@ -96,6 +116,15 @@ impl AutoencoderConfig {
                     self.resolution,
                     self.downsampling()
                 ),
+            );
+        }
+        if self
+            .posterior_logvar_init
+            .is_some_and(|v| !(-30.0..=20.0).contains(&v))
+        {
+            return bad(
+                "posterior_logvar_init",
+                "must lie in the clamp range [-30, 20]".into(),
             );
         }
         if !self.dropout.is_finite() || !(0.0..1.0).contains(&self.dropout) {

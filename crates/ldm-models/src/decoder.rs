@@ -47,17 +47,23 @@ impl<B: Backend> Decoder<B> {
         let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
         let mut curr_res = cfg.resolution / cfg.downsampling();
         let conv_in = conv3(cfg.z_channels, block_in, device);
-        let mid = MidBlock::new(block_in, cfg.dropout, device);
+        let mid = MidBlock::new(block_in, cfg.norm_groups, cfg.dropout, device);
         let mut up = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = cfg.ch * cfg.ch_mult[i];
             let mut block = Vec::new();
             let mut attn = Vec::new();
             for _ in 0..=cfg.num_res_blocks {
-                block.push(ResnetBlock::new(block_in, block_out, cfg.dropout, device));
+                block.push(ResnetBlock::new(
+                    block_in,
+                    block_out,
+                    cfg.norm_groups,
+                    cfg.dropout,
+                    device,
+                ));
                 block_in = block_out;
                 if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, device));
+                    attn.push(AttnBlock::new(block_in, cfg.norm_groups, device));
                 }
             }
             let upsample = (i != 0).then(|| Upsample::new(block_in, device));
@@ -75,7 +81,7 @@ impl<B: Backend> Decoder<B> {
             conv_in,
             mid,
             up,
-            norm_out: ae_norm(block_in, device),
+            norm_out: ae_norm(cfg.norm_groups, block_in, device),
             conv_out: conv3(block_in, cfg.out_ch, device),
         }
     }

@@ -52,10 +52,16 @@ impl<B: Backend> Encoder<B> {
             let mut block = Vec::new();
             let mut attn = Vec::new();
             for _ in 0..cfg.num_res_blocks {
-                block.push(ResnetBlock::new(block_in, block_out, cfg.dropout, device));
+                block.push(ResnetBlock::new(
+                    block_in,
+                    block_out,
+                    cfg.norm_groups,
+                    cfg.dropout,
+                    device,
+                ));
                 block_in = block_out;
                 if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, device));
+                    attn.push(AttnBlock::new(block_in, cfg.norm_groups, device));
                 }
             }
             let downsample = (i + 1 != levels).then(|| Downsample::new(block_in, device));
@@ -71,8 +77,8 @@ impl<B: Backend> Encoder<B> {
         Self {
             conv_in: conv3(cfg.in_channels, cfg.ch, device),
             down,
-            mid: MidBlock::new(block_in, cfg.dropout, device),
-            norm_out: ae_norm(block_in, device),
+            mid: MidBlock::new(block_in, cfg.norm_groups, cfg.dropout, device),
+            norm_out: ae_norm(cfg.norm_groups, block_in, device),
             conv_out: conv3(block_in, out_channels, device),
         }
     }

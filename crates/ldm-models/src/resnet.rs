@@ -12,9 +12,9 @@ use crate::norm::GroupNorm;
 /// Epsilon of every GroupNorm in the autoencoder (the reference uses 1e-6, not PyTorch's 1e-5).
 pub const AE_NORM_EPS: f64 = 1e-6;
 
-/// GroupNorm(32) as the autoencoder uses it.
-pub fn ae_norm<B: Backend>(channels: usize, device: &B::Device) -> GroupNorm<B> {
-    GroupNorm::new(32, channels, AE_NORM_EPS, device)
+/// GroupNorm as the autoencoder uses it (`groups` = 32 in the reference).
+pub fn ae_norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> GroupNorm<B> {
+    GroupNorm::new(groups, channels, AE_NORM_EPS, device)
 }
 
 /// A 3×3 convolution with padding 1, the workhorse of both halves.
@@ -48,12 +48,12 @@ pub struct ResnetBlock<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock<B> {
-    /// A block mapping `cin` to `cout` channels.
-    pub fn new(cin: usize, cout: usize, dropout: f64, device: &B::Device) -> Self {
+    /// A block mapping `cin` to `cout` channels, normalizing in `groups` groups.
+    pub fn new(cin: usize, cout: usize, groups: usize, dropout: f64, device: &B::Device) -> Self {
         Self {
-            norm1: ae_norm(cin, device),
+            norm1: ae_norm(groups, cin, device),
             conv1: conv3(cin, cout, device),
-            norm2: ae_norm(cout, device),
+            norm2: ae_norm(groups, cout, device),
             dropout: DropoutConfig::new(dropout).init(),
             conv2: conv3(cout, cout, device),
             nin_shortcut: (cin != cout).then(|| conv1(cin, cout, device)),

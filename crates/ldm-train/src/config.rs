@@ -517,7 +517,8 @@ mod tests {
     #[test]
     fn semantic_errors_name_the_key() {
         let cases: &[(&str, &str)] = &[
-            ("model.ch=16", "model.ch"),
+            ("model.ch=20", "model.ch"),
+            ("model.norm_groups=0", "model.norm_groups"),
             ("model.in_channels=1", "model.in_channels"),
             ("loss.disc_num_layers=5", "loss.disc_num_layers"),
             ("logging.every=0", "logging.every"),

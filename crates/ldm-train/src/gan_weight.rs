@@ -70,6 +70,8 @@ mod tests {
             z_channels: 2,
             embed_dim: 2,
             dropout: 0.0,
+            posterior_logvar_init: None,
+            norm_groups: 32,
         };
         let dcfg = DiscriminatorConfig {
             in_channels: 3,

@@ -30,7 +30,6 @@ fn loss_falls_and_eval_reports() {
             "data.random_crop=false",
             "data.hflip=false",
             "train.max_steps=80",
-            "train.base_lr=1e-3",
             "loss.perceptual_weight=0",
             "loss.disc_start=1000",
             "checkpoint.every=40",
