@@ -36,7 +36,7 @@ impl<B: Backend> AutoencoderKl<B> {
             let b = bias
                 .val()
                 .detach()
-                .slice_assign([e..2 * e], Tensor::full([e], v, device))
+                .slice_assign(e..2 * e, Tensor::full([e], v, device))
                 .detach();
             quant_conv.bias = Some(Param::from_tensor(b));
         }
