@@ -73,25 +73,13 @@ impl<B: Backend> AutoencoderKl<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Regularizer;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::Distribution;
 
     fn tiny() -> AutoencoderConfig {
         AutoencoderConfig {
-            regularizer: Regularizer::Kl,
-            in_channels: 3,
-            out_ch: 3,
-            ch: 32,
-            ch_mult: vec![1, 2],
-            num_res_blocks: 1,
             attn_resolutions: vec![8],
-            resolution: 16,
-            z_channels: 4,
-            embed_dim: 3,
-            dropout: 0.0,
-            posterior_logvar_init: None,
-            norm_groups: 32,
+            ..AutoencoderConfig::small(16)
         }
     }
 

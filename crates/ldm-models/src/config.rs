@@ -66,6 +66,26 @@ fn thirty_two() -> usize {
 }
 
 impl AutoencoderConfig {
+    /// The smallest sensible network (ch 32, two levels, one block each, no
+    /// attention) for tests and examples; adjust fields with struct update.
+    pub fn small(resolution: usize) -> Self {
+        Self {
+            regularizer: Regularizer::Kl,
+            in_channels: 3,
+            out_ch: 3,
+            ch: 32,
+            ch_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attn_resolutions: Vec::new(),
+            resolution,
+            z_channels: 4,
+            embed_dim: 3,
+            dropout: 0.0,
+            posterior_logvar_init: None,
+            norm_groups: 32,
+        }
+    }
+
     /// Spatial downsampling factor f.
     pub fn downsampling(&self) -> usize {
         1 << (self.ch_mult.len() - 1)

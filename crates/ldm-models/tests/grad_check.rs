@@ -10,7 +10,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use ldm_models::norm::GroupNorm;
-use ldm_models::{AutoencoderConfig, AutoencoderKl, Regularizer};
+use ldm_models::{AutoencoderConfig, AutoencoderKl};
 
 type B = Autodiff<Flex>;
 
@@ -50,19 +50,11 @@ fn check(name: &str, t: Tensor<B, 4>, f: impl Fn(Tensor<B, 4>) -> Tensor<B, 1>) 
 fn autoencoder_input_gradient() {
     let dev = Default::default();
     let cfg = AutoencoderConfig {
-        regularizer: Regularizer::Kl,
-        in_channels: 3,
-        out_ch: 3,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
         attn_resolutions: vec![4],
-        resolution: 8,
         z_channels: 2,
         embed_dim: 2,
-        dropout: 0.0,
-        posterior_logvar_init: None,
         norm_groups: 8,
+        ..AutoencoderConfig::small(8)
     };
     let ae = AutoencoderKl::<B>::new(&cfg, &dev);
     let x = Tensor::<B, 4>::random([2, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &dev);

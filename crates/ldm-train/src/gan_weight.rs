@@ -52,26 +52,17 @@ mod tests {
     use burn::optim::GradientsParams;
     use burn::tensor::Distribution;
     use ldm_models::discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
-    use ldm_models::{AutoencoderConfig, AutoencoderKl, Regularizer};
+    use ldm_models::{AutoencoderConfig, AutoencoderKl};
 
     type B = Autodiff<Flex>;
 
     fn setup() -> (AutoencoderKl<B>, NLayerDiscriminator<B>, Tensor<B, 4>) {
         let dev = Default::default();
         let cfg = AutoencoderConfig {
-            regularizer: Regularizer::Kl,
-            in_channels: 3,
-            out_ch: 3,
-            ch: 32,
             ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            attn_resolutions: vec![],
-            resolution: 16,
             z_channels: 2,
             embed_dim: 2,
-            dropout: 0.0,
-            posterior_logvar_init: None,
-            norm_groups: 32,
+            ..AutoencoderConfig::small(16)
         };
         let dcfg = DiscriminatorConfig {
             in_channels: 3,
