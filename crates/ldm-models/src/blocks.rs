@@ -6,7 +6,38 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
+use crate::config::AutoencoderConfig;
 use crate::resnet::ResnetBlock;
+
+/// Builds one level's `count` residual blocks (`cin` → `cout`, then `cout` →
+/// `cout`) and, where `curr_res` is listed in `attn_resolutions`, an attention
+/// block after each (shared by encoder and decoder levels).
+pub fn build_blocks<B: Backend>(
+    cfg: &AutoencoderConfig,
+    cin: usize,
+    cout: usize,
+    count: usize,
+    curr_res: usize,
+    device: &B::Device,
+) -> (Vec<ResnetBlock<B>>, Vec<AttnBlock<B>>) {
+    let with_attn = cfg.attn_resolutions.contains(&curr_res);
+    let (mut block, mut attn) = (Vec::with_capacity(count), Vec::new());
+    // Interleaved as in the reference, so seeded initialization draws in its order.
+    for k in 0..count {
+        let c = if k == 0 { cin } else { cout };
+        block.push(ResnetBlock::new(
+            c,
+            cout,
+            cfg.norm_groups,
+            cfg.dropout,
+            device,
+        ));
+        if with_attn {
+            attn.push(AttnBlock::new(cout, cfg.norm_groups, device));
+        }
+    }
+    (block, attn)
+}
 
 /// Runs a level's residual blocks, each followed by its attention block when
 /// the level has them (shared by encoder and decoder levels).

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
-use crate::blocks::{run_blocks, MidBlock};
+use crate::blocks::{build_blocks, run_blocks, MidBlock};
 use crate::config::AutoencoderConfig;
 use crate::norm::GroupNorm;
 use crate::resample::Upsample;
@@ -51,21 +51,9 @@ impl<B: Backend> Decoder<B> {
         let mut up = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = cfg.ch * cfg.ch_mult[i];
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
-            for _ in 0..=cfg.num_res_blocks {
-                block.push(ResnetBlock::new(
-                    block_in,
-                    block_out,
-                    cfg.norm_groups,
-                    cfg.dropout,
-                    device,
-                ));
-                block_in = block_out;
-                if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, cfg.norm_groups, device));
-                }
-            }
+            let blocks = cfg.num_res_blocks + 1;
+            let (block, attn) = build_blocks(cfg, block_in, block_out, blocks, curr_res, device);
+            block_in = block_out;
             let upsample = (i != 0).then(|| Upsample::new(block_in, device));
             if upsample.is_some() {
                 curr_res *= 2;

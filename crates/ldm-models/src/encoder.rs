@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
-use crate::blocks::{run_blocks, MidBlock};
+use crate::blocks::{build_blocks, run_blocks, MidBlock};
 use crate::config::AutoencoderConfig;
 use crate::norm::GroupNorm;
 use crate::resample::Downsample;
@@ -48,22 +48,15 @@ impl<B: Backend> Encoder<B> {
         let levels = cfg.ch_mult.len();
         let mut down = Vec::with_capacity(levels);
         for (i, mult) in cfg.ch_mult.iter().enumerate() {
-            let block_out = cfg.ch * mult;
-            let mut block = Vec::new();
-            let mut attn = Vec::new();
-            for _ in 0..cfg.num_res_blocks {
-                block.push(ResnetBlock::new(
-                    block_in,
-                    block_out,
-                    cfg.norm_groups,
-                    cfg.dropout,
-                    device,
-                ));
-                block_in = block_out;
-                if cfg.attn_resolutions.contains(&curr_res) {
-                    attn.push(AttnBlock::new(block_in, cfg.norm_groups, device));
-                }
-            }
+            let (block, attn) = build_blocks(
+                cfg,
+                block_in,
+                cfg.ch * mult,
+                cfg.num_res_blocks,
+                curr_res,
+                device,
+            );
+            block_in = cfg.ch * mult;
             let downsample = (i + 1 != levels).then(|| Downsample::new(block_in, device));
             if downsample.is_some() {
                 curr_res /= 2;

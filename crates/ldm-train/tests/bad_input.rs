@@ -66,18 +66,7 @@ fn checkpoint_errors_name_the_file() {
         state.replace("autoencoder-kl", "diffusion"),
     )
     .unwrap();
-    let eval = |path: &std::path::Path| {
-        ldm(&[
-            "eval".into(),
-            "autoencoder".into(),
-            "--checkpoint".into(),
-            path.display().to_string(),
-            "--data".into(),
-            photos("val").display().to_string(),
-            "--limit".into(),
-            "1".into(),
-        ])
-    };
+    let eval = |path: &std::path::Path| eval(path, &["--limit", "1"]);
     clean_error(&eval(&other), &["diffusion", "autoencoder-kl"]);
 
     // A truncated weight file.

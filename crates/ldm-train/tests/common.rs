@@ -78,6 +78,20 @@ pub fn train(run_dir: &Path, extra: &[&str], resume: bool) -> Output {
     ldm(&args)
 }
 
+/// `ldm-train eval autoencoder` of `checkpoint` on the held-out photos, plus `extra` args.
+pub fn eval(checkpoint: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec![
+        "eval".into(),
+        "autoencoder".into(),
+        "--checkpoint".into(),
+        checkpoint.display().to_string(),
+        "--data".into(),
+        photos("val").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ldm(&args)
+}
+
 /// Asserts success, printing stderr otherwise.
 pub fn ok(out: &Output) {
     assert!(

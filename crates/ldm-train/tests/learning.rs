@@ -40,21 +40,12 @@ fn loss_falls_and_eval_reports() {
     let first = mean_of(&lines[..10], "rec_loss");
     let last = mean_of(&lines[lines.len() - 10..], "rec_loss");
     // Stated bar: the mean L1 of the last 10 steps is at most 0.8× that of
-    // the first 10 (measured here: 0.42 → 0.29, a ratio of about 0.7).
+    // the first 10 (measured with the tiny config: 0.41 → 0.18, a ratio of 0.44).
     assert!(last < 0.8 * first, "rec_loss {first:.4} → {last:.4}");
     assert!(run.join("samples/recon-00000080.png").is_file());
 
     let out_dir = d.join("eval");
-    let out = ldm(&[
-        "eval".into(),
-        "autoencoder".into(),
-        "--checkpoint".into(),
-        run.display().to_string(),
-        "--data".into(),
-        photos("val").display().to_string(),
-        "--out".into(),
-        out_dir.display().to_string(),
-    ]);
+    let out = eval(&run, &["--out", &out_dir.display().to_string()]);
     ok(&out);
     let rep: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("eval.json")).unwrap()).unwrap();
