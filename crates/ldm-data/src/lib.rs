@@ -17,7 +17,7 @@
 //!     shuffle: true,
 //!     drop_last: true,
 //!     repeat: true,
-//!     transform: Transform { size: 256, random_crop: true, hflip: true },
+//!     transform: Transform { size: 256, resize: None, random_crop: true, hflip: true },
 //!     prefetch: 4,
 //! };
 //! let mut loader = Loader::new(folder, cfg, DataPosition::default())?;

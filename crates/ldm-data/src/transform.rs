@@ -12,8 +12,8 @@ use crate::DataError;
 /// Resize, crop and flip settings that turn an image of any size into a
 /// `3 × size × size` sample.
 ///
-/// The pipeline is: resize so the *shorter* side equals `size` (keeping the
-/// aspect ratio), crop `size × size` (at a random offset with `random_crop`,
+/// The pipeline is: resize so the *shorter* side equals `resize` (default
+/// `size`; keeping the aspect ratio), crop `size × size` (at a random offset with `random_crop`,
 /// else centred), then mirror left-right with probability ½ when `hflip`.
 /// Training typically uses `random_crop`/`hflip`; evaluation and
 /// reconstruction grids turn both off so they are comparable across runs.
@@ -22,6 +22,11 @@ use crate::DataError;
 pub struct Transform {
     /// Side length of the square output, in pixels.
     pub size: u32,
+    /// Shorter side after the resize, before cropping (≥ `size`); `None` =
+    /// `size`. Smaller crops of images at a given scale make cheaper steps
+    /// that still see that scale's statistics.
+    #[serde(default)]
+    pub resize: Option<u32>,
     /// Crop at a random offset instead of the centre.
     pub random_crop: bool,
     /// Mirror horizontally with probability ½.
@@ -41,6 +46,13 @@ impl Transform {
     pub fn validate(&self) -> Result<(), DataError> {
         if self.size == 0 {
             return Err(DataError::Config("transform size must be > 0".into()));
+        }
+        if self.resize.is_some_and(|r| r < self.size) {
+            return Err(DataError::Config(format!(
+                "transform resize ({}) must be at least the crop size ({})",
+                self.resize.unwrap_or(0),
+                self.size
+            )));
         }
         Ok(())
     }
@@ -63,7 +75,7 @@ impl Transform {
     pub fn apply(&self, image: &RgbImage, rng_seed: u64) -> Vec<f32> {
         let size = self.size;
         assert!(size > 0, "Transform::size must be > 0");
-        let resized = resize_shorter_side(image, size);
+        let resized = resize_shorter_side(image, self.resize.unwrap_or(size).max(size));
         let (width, height) = resized.dimensions();
 
         let mut rng = SplitMix64::new(rng_seed);
@@ -160,6 +172,7 @@ mod tests {
     fn center_crop_is_centered_without_resize() {
         let t = Transform {
             size: 8,
+            resize: None,
             random_crop: false,
             hflip: false,
         };
@@ -175,6 +188,7 @@ mod tests {
     fn flip_mirrors_columns() {
         let t = Transform {
             size: 8,
+            resize: None,
             random_crop: false,
             hflip: true,
         };
@@ -197,6 +211,7 @@ mod tests {
     fn random_crop_stays_inside_and_varies() {
         let t = Transform {
             size: 4,
+            resize: None,
             random_crop: true,
             hflip: false,
         };
@@ -237,6 +252,7 @@ mod tests {
         );
         let out = Transform {
             size: 1,
+            resize: None,
             random_crop: false,
             hflip: false,
         }
@@ -244,10 +260,34 @@ mod tests {
         assert_eq!(out, vec![1.0, -1.0, -1.0]);
         let wide = Transform {
             size: 1,
+            resize: None,
             random_crop: true,
             hflip: false,
         };
         let values: Vec<f32> = (0..32).map(|s| wide.apply(&image, s)[0]).collect();
         assert!(values.iter().all(|&v| v == 1.0 || v == -1.0));
+    }
+
+    #[test]
+    fn resize_then_smaller_crop_keeps_the_resized_scale() {
+        // A 16×8 gradient resized to shorter side 8 is itself; a centred 4×4
+        // crop then takes columns 6..10 of it, not a shrunk copy of the image.
+        let img = RgbImage::from_fn(16, 8, |x, _| image::Rgb([(x * 16) as u8, 0, 0]));
+        let t = Transform {
+            size: 4,
+            resize: Some(8),
+            random_crop: false,
+            hflip: false,
+        };
+        t.validate().unwrap();
+        let out = t.apply(&img, 1);
+        assert_eq!(out.len(), 3 * 16);
+        assert_eq!(out[0], to_unit_range(6 * 16));
+        assert_eq!(out[3], to_unit_range(9 * 16));
+        let bad = Transform {
+            resize: Some(2),
+            ..t
+        };
+        assert!(bad.validate().is_err());
     }
 }

@@ -65,6 +65,7 @@ fn every_readable_format_gives_a_sample_in_range() {
     let dir = TempDir::new("formats");
     let t = Transform {
         size: 8,
+        resize: None,
         random_crop: true,
         hflip: true,
     };
@@ -85,6 +86,7 @@ fn gray_rgba_and_16_bit_convert_as_documented() {
     let files = write_varied_formats(dir.path());
     let t = Transform {
         size: 10,
+        resize: None,
         random_crop: false,
         hflip: false,
     };
@@ -109,6 +111,7 @@ fn broken_files_are_errors_naming_the_file_not_panics() {
     let dir = TempDir::new("broken");
     let t = Transform {
         size: 8,
+        resize: None,
         random_crop: false,
         hflip: false,
     };

@@ -29,6 +29,7 @@ fn config(batch_size: usize) -> LoaderConfig {
         repeat: true,
         transform: Transform {
             size: 8,
+            resize: None,
             random_crop: true,
             hflip: true,
         },

@@ -6,7 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
-use crate::config::AutoencoderConfig;
+use crate::config::{AttnType, AutoencoderConfig};
 use crate::resnet::ResnetBlock;
 
 /// Builds one level's `count` residual blocks (`cin` → `cout`, then `cout` →
@@ -20,7 +20,7 @@ pub fn build_blocks<B: Backend>(
     curr_res: usize,
     device: &B::Device,
 ) -> (Vec<ResnetBlock<B>>, Vec<AttnBlock<B>>) {
-    let with_attn = cfg.attn_resolutions.contains(&curr_res);
+    let with_attn = cfg.attn_type == AttnType::Vanilla && cfg.attn_resolutions.contains(&curr_res);
     let (mut block, mut attn) = (Vec::with_capacity(count), Vec::new());
     // Interleaved as in the reference, so seeded initialization draws in its order.
     for k in 0..count {
@@ -60,25 +60,35 @@ pub fn run_blocks<B: Backend>(
 pub struct MidBlock<B: Backend> {
     /// First residual block.
     pub block_1: ResnetBlock<B>,
-    /// Self-attention.
-    pub attn_1: AttnBlock<B>,
+    /// Self-attention (absent with `attn_type = "none"`).
+    pub attn_1: Option<AttnBlock<B>>,
     /// Second residual block.
     pub block_2: ResnetBlock<B>,
 }
 
 impl<B: Backend> MidBlock<B> {
-    /// A bottleneck of width `ch`.
-    pub fn new(ch: usize, groups: usize, dropout: f64, device: &B::Device) -> Self {
+    /// A bottleneck of width `ch`, with or without its self-attention.
+    pub fn new(
+        ch: usize,
+        groups: usize,
+        dropout: f64,
+        attention: bool,
+        device: &B::Device,
+    ) -> Self {
         Self {
             block_1: ResnetBlock::new(ch, ch, groups, dropout, device),
-            attn_1: AttnBlock::new(ch, groups, device),
+            attn_1: attention.then(|| AttnBlock::new(ch, groups, device)),
             block_2: ResnetBlock::new(ch, ch, groups, dropout, device),
         }
     }
 
     /// Applies the bottleneck.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.block_2
-            .forward(self.attn_1.forward(self.block_1.forward(x)))
+        let h = self.block_1.forward(x);
+        let h = match &self.attn_1 {
+            Some(attn) => attn.forward(h),
+            None => h,
+        };
+        self.block_2.forward(h)
     }
 }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::quantizer::QuantizerConfig;
+
 /// How the latent is regularized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -10,13 +12,26 @@ pub enum Regularizer {
     /// Diagonal-Gaussian posterior with a KL penalty (`AutoencoderKL`).
     #[default]
     Kl,
+    /// Vector-quantized latent with a codebook (`VQModel`).
+    Vq,
+}
+
+/// Which attention blocks the encoder and decoder have (ldm's `attn_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AttnType {
+    /// Single-head self-attention in the middle and at `attn_resolutions`.
+    #[default]
+    Vanilla,
+    /// No attention anywhere, not even in the middle (ldm's vq-f4-noattn).
+    None,
 }
 
 /// The `[model]` section of an autoencoder config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AutoencoderConfig {
-    /// Latent regularization (`kl`).
+    /// Latent regularization (`kl` or `vq`).
     #[serde(default)]
     pub regularizer: Regularizer,
     /// Image channels in.
@@ -34,6 +49,9 @@ pub struct AutoencoderConfig {
     /// Feature-map sizes (at `resolution` input) that get self-attention.
     #[serde(default)]
     pub attn_resolutions: Vec<usize>,
+    /// `vanilla` (default) or `none`: no attention at all.
+    #[serde(default)]
+    pub attn_type: AttnType,
     /// Training resolution; fixes where `attn_resolutions` apply.
     pub resolution: usize,
     /// Channels of the encoder output / decoder input.
@@ -56,6 +74,22 @@ pub struct AutoencoderConfig {
     /// term and training move it freely afterwards. Unset = reference init.
     #[serde(default)]
     pub posterior_logvar_init: Option<f64>,
+    /// VQ: codebook size (required with `regularizer = "vq"`).
+    #[serde(default)]
+    pub n_embed: Option<usize>,
+    /// VQ: weight β of the second codebook-loss term (reference 0.25).
+    #[serde(default = "quarter")]
+    pub beta: f64,
+    /// VQ: the reference placement of β (taming `legacy=True`: β weighs the
+    /// term that moves the codes); `false` puts β on the commitment term as
+    /// in the VQ-VAE paper.
+    #[serde(default = "yes")]
+    pub legacy: bool,
+    /// VQ, **beyond** the reference: update codes as an exponential moving
+    /// average of their assigned encoder outputs with this decay (e.g. 0.99)
+    /// instead of by gradient. Unset = gradient-learned codebook.
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
 }
 
 fn three() -> usize {
@@ -63,6 +97,12 @@ fn three() -> usize {
 }
 fn thirty_two() -> usize {
     32
+}
+fn quarter() -> f64 {
+    0.25
+}
+fn yes() -> bool {
+    true
 }
 
 impl AutoencoderConfig {
@@ -77,12 +117,28 @@ impl AutoencoderConfig {
             ch_mult: vec![1, 2],
             num_res_blocks: 1,
             attn_resolutions: Vec::new(),
+            attn_type: AttnType::Vanilla,
             resolution,
             z_channels: 4,
             embed_dim: 3,
             dropout: 0.0,
             posterior_logvar_init: None,
             norm_groups: 32,
+            n_embed: None,
+            beta: 0.25,
+            legacy: true,
+            ema_decay: None,
+        }
+    }
+
+    /// The quantizer's settings (meaningful for `regularizer = "vq"`).
+    pub fn quantizer(&self) -> QuantizerConfig {
+        QuantizerConfig {
+            n_embed: self.n_embed.unwrap_or(1),
+            embed_dim: self.embed_dim,
+            beta: self.beta,
+            legacy: self.legacy,
+            ema_decay: self.ema_decay,
         }
     }
 
@@ -146,6 +202,36 @@ impl AutoencoderConfig {
                 "posterior_logvar_init",
                 "must lie in the clamp range [-30, 20]".into(),
             );
+        }
+        match self.regularizer {
+            Regularizer::Vq => {
+                if self.n_embed.is_none_or(|n| n < 2) {
+                    return bad(
+                        "n_embed",
+                        "a VQ model needs a codebook of at least 2 codes".into(),
+                    );
+                }
+                if self.posterior_logvar_init.is_some() {
+                    return bad("posterior_logvar_init", "applies to KL models only".into());
+                }
+                if !self.beta.is_finite() || self.beta < 0.0 {
+                    return bad(
+                        "beta",
+                        format!("{} is not a non-negative number", self.beta),
+                    );
+                }
+                if self.ema_decay.is_some_and(|d| !(0.0..1.0).contains(&d)) {
+                    return bad("ema_decay", "must lie in [0, 1)".into());
+                }
+            }
+            Regularizer::Kl => {
+                if self.n_embed.is_some() || self.ema_decay.is_some() {
+                    return bad(
+                        "n_embed",
+                        "n_embed and ema_decay apply to regularizer = \"vq\" only".into(),
+                    );
+                }
+            }
         }
         if !self.dropout.is_finite() || !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", format!("{} is not in [0, 1)", self.dropout));

@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
 use crate::blocks::{build_blocks, run_blocks, MidBlock};
+use crate::config::AttnType;
 use crate::config::AutoencoderConfig;
 use crate::norm::GroupNorm;
 use crate::resample::Upsample;
@@ -47,7 +48,13 @@ impl<B: Backend> Decoder<B> {
         let mut block_in = cfg.ch * cfg.ch_mult[levels - 1];
         let mut curr_res = cfg.resolution / cfg.downsampling();
         let conv_in = conv3(cfg.z_channels, block_in, device);
-        let mid = MidBlock::new(block_in, cfg.norm_groups, cfg.dropout, device);
+        let mid = MidBlock::new(
+            block_in,
+            cfg.norm_groups,
+            cfg.dropout,
+            cfg.attn_type == AttnType::Vanilla,
+            device,
+        );
         let mut up = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let block_out = cfg.ch * cfg.ch_mult[i];

@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 
 use crate::attention::AttnBlock;
 use crate::blocks::{build_blocks, run_blocks, MidBlock};
+use crate::config::AttnType;
 use crate::config::AutoencoderConfig;
 use crate::norm::GroupNorm;
 use crate::resample::Downsample;
@@ -70,7 +71,13 @@ impl<B: Backend> Encoder<B> {
         Self {
             conv_in: conv3(cfg.in_channels, cfg.ch, device),
             down,
-            mid: MidBlock::new(block_in, cfg.norm_groups, cfg.dropout, device),
+            mid: MidBlock::new(
+                block_in,
+                cfg.norm_groups,
+                cfg.dropout,
+                cfg.attn_type == AttnType::Vanilla,
+                device,
+            ),
             norm_out: ae_norm(cfg.norm_groups, block_in, device),
             conv_out: conv3(block_in, out_channels, device),
         }

@@ -1,7 +1,7 @@
-//! Networks of ldm-train, generic over the burn backend: the KL autoencoder
-//! (encoder, decoder, Gaussian posterior), the PatchGAN discriminator, LPIPS,
-//! and their shared blocks. The autoencoder's parameter paths are the reference
-//! checkpoint keys.
+//! Networks of ldm-train, generic over the burn backend: the KL and VQ
+//! autoencoders (encoder, decoder, Gaussian posterior, vector quantizer), the
+//! PatchGAN discriminator, LPIPS, the FID Inception-v3, and their shared blocks. The autoencoder's parameter
+//! paths are the reference checkpoint keys.
 
 pub mod attention;
 pub mod autoencoder;
@@ -10,15 +10,20 @@ pub mod config;
 pub mod decoder;
 pub mod discriminator;
 pub mod encoder;
+pub mod inception;
+mod inception_blocks;
 pub mod kl;
 pub mod lpips;
 pub mod norm;
+pub mod quantizer;
 pub mod resample;
 pub mod resnet;
 pub mod tensor_bytes;
 
-pub use autoencoder::AutoencoderKl;
-pub use config::{AutoencoderConfig, Regularizer};
+pub use autoencoder::{Autoencoder, Encoded};
+pub use config::{AttnType, AutoencoderConfig, Regularizer};
 pub use discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
+pub use inception::{InceptionFid, InceptionLoadError};
 pub use kl::DiagonalGaussian;
 pub use lpips::Lpips;
+pub use quantizer::{QuantizerConfig, VectorQuantizer};

@@ -10,7 +10,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use ldm_models::norm::GroupNorm;
-use ldm_models::{AutoencoderConfig, AutoencoderKl};
+use ldm_models::{Autoencoder, AutoencoderConfig};
 
 type B = Autodiff<Flex>;
 
@@ -56,7 +56,7 @@ fn autoencoder_input_gradient() {
         norm_groups: 8,
         ..AutoencoderConfig::small(8)
     };
-    let ae = AutoencoderKl::<B>::new(&cfg, &dev);
+    let ae = Autoencoder::<B>::new(&cfg, &dev);
     let x = Tensor::<B, 4>::random([2, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &dev);
     check("ae input", x, |x| ae.reconstruct(x).powi_scalar(2).sum());
 }

@@ -2,6 +2,8 @@
 //! float64 numpy implementation (`scripts/make_lpips_fixture.py`).
 //! Tolerance: 1e-5 absolute per tap and in total (f32 vs f64 differ by ~3e-8).
 
+mod common;
+use common::read;
 use std::path::PathBuf;
 
 use burn::backend::Flex;
@@ -24,16 +26,6 @@ fn weights() -> PathBuf {
 fn fixture() -> safetensors::SafeTensors<'static> {
     let bytes = include_bytes!("fixtures/lpips_vgg16_ref.safetensors");
     safetensors::SafeTensors::deserialize(bytes).unwrap()
-}
-
-fn read(st: &safetensors::SafeTensors, key: &str) -> (Vec<f32>, Vec<usize>) {
-    let v = st.tensor(key).unwrap();
-    let data = v
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (data, v.shape().to_vec())
 }
 
 #[test]

@@ -12,26 +12,39 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use ldm_models::discriminator::DiscriminatorConfig;
-use ldm_models::{AutoencoderKl, Lpips, NLayerDiscriminator};
+use ldm_models::quantizer::usage_stats;
+use ldm_models::{Autoencoder, DiagonalGaussian, Lpips, NLayerDiscriminator, Regularizer};
 
 use crate::checkpoint::{CheckpointState, LoadedCheckpoint};
 use crate::config::AutoencoderRunConfig;
 use crate::gan_weight::{adaptive_weight, conv_weight_grad_norm};
 use crate::latent_stats::LatentAccumulator;
-use crate::loss::{adopt_weight, disc_loss, nll};
+use crate::loss::{adopt_weight, disc_loss, nll, Reduction};
 use crate::noise::{mix, normal_tensor, Stream};
 use crate::param_ids::stable_ids;
-use crate::{lpips_weights, weights};
+use crate::{assets, weights};
 
 /// Checkpoint kind of a KL autoencoder.
 pub const KIND_KL: &str = "autoencoder-kl";
+/// Checkpoint kind of a VQ autoencoder.
+pub const KIND_VQ: &str = "autoencoder-vq";
+/// Every autoencoder checkpoint kind (what `eval autoencoder` accepts).
+pub const AUTOENCODER_KINDS: [&str; 2] = [KIND_KL, KIND_VQ];
+
+/// The checkpoint kind of a model config.
+pub fn kind_of(model: &ldm_models::AutoencoderConfig) -> &'static str {
+    match model.regularizer {
+        Regularizer::Kl => KIND_KL,
+        Regularizer::Vq => KIND_VQ,
+    }
+}
 
 /// What the generator optimizer updates: the autoencoder and the output
 /// log-variance (frozen unless `loss.learn_logvar`).
 #[derive(Module, Debug)]
 pub struct Generator<B: burn::tensor::backend::Backend> {
     /// The autoencoder.
-    pub ae: AutoencoderKl<B>,
+    pub ae: Autoencoder<B>,
     /// Scalar log-variance of the Laplace-like NLL.
     pub logvar: Param<Tensor<B, 1>>,
 }
@@ -69,6 +82,10 @@ pub struct AeTrainer<B: AutodiffBackend> {
     pub lr: f64,
     /// Latent statistics since the last checkpoint.
     pub latents: LatentAccumulator<B::InnerBackend>,
+    /// VQ: how often each code was chosen since the last checkpoint.
+    pub code_usage: Vec<u64>,
+    /// VQ: code counts since the last dead-code check.
+    pub restart_window: Vec<u64>,
 }
 
 /// Adam with the config's betas and PyTorch's eps (burn's default eps differs).
@@ -91,6 +108,14 @@ fn disc_config(cfg: &AutoencoderRunConfig) -> DiscriminatorConfig {
     }
 }
 
+/// Codebook size of a VQ config, 0 for KL (sizes the usage histograms).
+fn ae_codes(cfg: &AutoencoderRunConfig) -> usize {
+    match cfg.model.regularizer {
+        Regularizer::Vq => cfg.model.n_embed.unwrap_or(0),
+        Regularizer::Kl => 0,
+    }
+}
+
 fn record_bytes<B: AutodiffBackend, R: burn::record::Record<B>>(record: R) -> Result<Vec<u8>> {
     NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(record, ())
@@ -101,7 +126,7 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     /// A fresh trainer: weights from `train.seed`, step 0.
     pub fn new(cfg: AutoencoderRunConfig, device: B::Device) -> Result<Self> {
         B::seed(&device, mix(&[cfg.train.seed, Stream::Init as u64]));
-        let ae = AutoencoderKl::new(&cfg.model, &device);
+        let ae = Autoencoder::new(&cfg.model, &device);
         let logvar =
             Param::from_tensor(Tensor::from_floats([cfg.loss.logvar_init as f32], &device))
                 .set_require_grad(cfg.loss.learn_logvar);
@@ -111,11 +136,12 @@ impl<B: AutodiffBackend> AeTrainer<B> {
             "discriminator",
         );
         let lpips = if cfg.loss.perceptual_weight > 0.0 {
-            Some(lpips_weights::load(&cfg.loss.lpips_weights, &device)?)
+            Some(assets::lpips::load(&cfg.loss.lpips_weights, &device)?)
         } else {
             None
         };
         let adam = adam(&cfg);
+        let codes = ae_codes(&cfg);
         Ok(Self {
             lr: cfg.learning_rate(1),
             opt_g: adam.init(),
@@ -127,6 +153,8 @@ impl<B: AutodiffBackend> AeTrainer<B> {
             lpips,
             step: 0,
             latents: LatentAccumulator::default(),
+            code_usage: vec![0; codes],
+            restart_window: vec![0; codes],
         })
     }
 
@@ -166,6 +194,15 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         self.opt_g = self.opt_g.clone().load_record(og);
         self.opt_d = self.opt_d.clone().load_record(od);
         self.step = ck.state.step;
+        let codes = ae_codes(&self.cfg);
+        self.restart_window = match &ck.state.restart_window {
+            Some(w) if w.len() == codes => w.clone(),
+            Some(w) => bail!(
+                "{dir}/state.json: restart_window has {} entries for {codes} codes",
+                w.len()
+            ),
+            None => vec![0; codes],
+        };
         Ok(())
     }
 
@@ -208,11 +245,14 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     /// `state.json` fields the trainer owns (the caller adds data position etc.).
     pub fn checkpoint_state(&self, base: CheckpointState) -> CheckpointState {
         CheckpointState {
-            kind: KIND_KL.into(),
+            kind: kind_of(&self.cfg.model).into(),
             step: self.step,
             seed: self.cfg.train.seed,
             lr: self.lr,
             latent_stats: self.latents.stats(),
+            code_usage: (!self.code_usage.is_empty()).then(|| self.code_usage.clone()),
+            restart_window: (self.cfg.train.restart_dead_codes_every > 0)
+                .then(|| self.restart_window.clone()),
             ..base
         }
     }
@@ -223,7 +263,7 @@ impl<B: AutodiffBackend> AeTrainer<B> {
     /// is not stalled mid-step; a non-finite loss is reported then, and the
     /// caller stops before the step can reach a checkpoint.
     pub fn train_step(&mut self, x: Tensor<B, 4>) -> Result<StepOutput<B>> {
-        let cfg = &self.cfg;
+        let cfg = self.cfg.clone();
         let seed = cfg.train.seed;
         let step = self.step;
         let dev = self.device.clone();
@@ -232,18 +272,36 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         let gan = disc_factor > 0.0;
         let zero = || Tensor::<B::InnerBackend, 1>::zeros([1], &dev);
 
-        // Generator forward, once.
-        let post = self.gen.ae.encode(x.clone());
-        let noise = normal_tensor::<B, 4>(seed, Stream::Posterior, step, post.mean.dims(), &dev);
-        let z = post.sample(noise);
-        self.latents.add(z.clone().inner());
+        // Generator forward, once: z is the KL sample or the VQ codes.
+        let h = self.gen.ae.moments(x.clone());
+        let (z, reg, codes) = match &self.gen.ae.quantize {
+            None => {
+                let post = DiagonalGaussian::from_moments(h);
+                let noise =
+                    normal_tensor::<B, 4>(seed, Stream::Posterior, step, post.mean.dims(), &dev);
+                let z = post.sample(noise);
+                self.latents.add(z.clone().inner());
+                (z, post.kl().mean() * cfg.loss.kl_weight, None)
+            }
+            Some(q) => {
+                self.latents.add(h.clone().inner());
+                let out = q.forward(h);
+                let codes = (out.indices, out.z_rows);
+                (out.z_q, out.loss * cfg.loss.codebook_weight, Some(codes))
+            }
+        };
+        let reg_value = reg.clone().inner();
         let feats = self.gen.ae.decode_features(z);
         let recon = self.gen.ae.decoder.conv_out.forward(feats.clone());
 
         // NLL on a detached leaf: its gradient w.r.t. the reconstruction.
         let r1 = recon.clone().detach().require_grad();
         let lp = self.lpips.as_ref().map(|l| (l, cfg.loss.perceptual_weight));
-        let terms = nll(x.clone(), r1.clone(), lp, self.gen.logvar.val());
+        let reduction = match codes {
+            Some(_) => Reduction::Mean,
+            None => Reduction::SumPerImage,
+        };
+        let terms = nll(x.clone(), r1.clone(), lp, self.gen.logvar.val(), reduction);
         let nll_value = terms.nll.clone().inner();
         let nll_grads = terms.nll.backward();
         let g_nll = r1
@@ -272,15 +330,16 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         } else {
             (g_nll, zero(), zero())
         };
-        let kl = post.kl().mean();
-        let kl_value = kl.clone().inner();
-        let surrogate =
-            (recon.clone() * Tensor::from_inner(g_total)).sum() + kl * cfg.loss.kl_weight;
+        let surrogate = (recon.clone() * Tensor::from_inner(g_total)).sum() + reg;
         let mut gp = GradientsParams::from_grads(surrogate.backward(), &self.gen);
         if let (true, Some(g)) = (cfg.loss.learn_logvar, logvar_grad) {
             gp.register(self.gen.logvar.id, g);
         }
         self.gen = self.opt_g.step(self.lr, self.gen.clone(), gp);
+        let vq_scalars = match codes {
+            Some((indices, rows)) => self.update_codebook(indices, rows)?,
+            None => Vec::new(),
+        };
 
         // Discriminator on the same batch and the same reconstruction.
         let (d_loss, real_mean, fake_mean) = if gan {
@@ -298,11 +357,15 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         };
         self.step += 1;
 
+        let reg_name = match self.gen.ae.quantize {
+            Some(_) => "codebook_loss",
+            None => "kl_loss",
+        };
         let names = [
             "nll_loss",
             "rec_loss",
             "p_loss",
-            "kl_loss",
+            reg_name,
             "g_loss",
             "d_weight",
             "disc_loss",
@@ -315,7 +378,7 @@ impl<B: AutodiffBackend> AeTrainer<B> {
                 nll_value,
                 terms.l1.inner(),
                 terms.lpips.inner(),
-                kl_value,
+                reg_value,
                 g_loss,
                 d_weight,
                 d_loss,
@@ -327,26 +390,68 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         );
         let values: Vec<f64> = values.into_data().iter::<f64>().collect();
         let get = |k: &str| values[names.iter().position(|n| *n == k).expect("known name")];
-        let total = get("nll_loss")
-            + cfg.loss.kl_weight * get("kl_loss")
-            + get("d_weight") * disc_factor * get("g_loss");
+        // reg_value already carries its weight (kl_weight or codebook_weight).
+        let total = get("nll_loss") + get(reg_name) + get("d_weight") * disc_factor * get("g_loss");
         if !total.is_finite() {
             bail!(
-                "non-finite loss at step {} (nll {}, kl {}, g_loss {}); lower train.base_lr or \
-                 check the data — the last checkpoint is untouched",
+                "non-finite loss at step {} (nll {}, {reg_name} {}, g_loss {}); lower \
+                 train.base_lr or check the data — the last checkpoint is untouched",
                 step + 1,
                 get("nll_loss"),
-                get("kl_loss"),
+                get(reg_name),
                 get("g_loss")
             );
         }
         let mut scalars: StepScalars = vec![("loss", total)];
         scalars.extend(names.iter().copied().zip(values.iter().copied()));
         scalars.extend([("disc_factor", disc_factor), ("lr", self.lr)]);
+        scalars.extend(vq_scalars);
         Ok(StepOutput {
             scalars,
             recon: recon.inner(),
         })
+    }
+
+    /// VQ bookkeeping after the generator step: usage histograms, the EMA
+    /// codebook update, and dead-code restarts. Returns the step's perplexity
+    /// and the fraction of codes the batch used.
+    fn update_codebook(
+        &mut self,
+        indices: Tensor<B, 1, burn::tensor::Int>,
+        rows: Tensor<B, 2>,
+    ) -> Result<StepScalars> {
+        let Some(mut q) = self.gen.ae.quantize.take() else {
+            bail!("codebook update on a model without a quantizer");
+        };
+        let idx: Vec<i64> = indices.clone().into_data().iter::<i64>().collect();
+        let mut batch = vec![0u64; self.code_usage.len()];
+        for &i in &idx {
+            batch[i as usize] += 1;
+        }
+        for acc in [&mut self.code_usage, &mut self.restart_window] {
+            acc.iter_mut().zip(&batch).for_each(|(a, b)| *a += b);
+        }
+        let (perplexity, used) = usage_stats(&batch);
+        q = q.ema_update(rows.clone(), indices);
+        let every = self.cfg.train.restart_dead_codes_every;
+        let mut restarted = 0;
+        if every > 0 && (self.step + 1).is_multiple_of(every) {
+            let dead: Vec<i64> = (0..self.restart_window.len() as i64)
+                .filter(|&i| self.restart_window[i as usize] == 0)
+                .collect();
+            restarted = dead.len();
+            if restarted > 0 {
+                q = restart_codes(q, &dead, rows, self.cfg.train.seed, self.step, &self.device);
+            }
+            self.restart_window.iter_mut().for_each(|c| *c = 0);
+        }
+        self.gen.ae.quantize = Some(q);
+        self.gen = stable_ids(self.gen.clone(), "generator");
+        let mut out: StepScalars = vec![("perplexity", perplexity), ("code_usage", used)];
+        if every > 0 {
+            out.push(("codes_restarted", restarted as f64));
+        }
+        Ok(out)
     }
 
     /// Seeds ActNorm layers from the first real batch (fresh runs only; a
@@ -355,6 +460,33 @@ impl<B: AutodiffBackend> AeTrainer<B> {
         self.disc.initialize_actnorm(x);
         self.disc = stable_ids(self.disc.clone(), "discriminator");
     }
+}
+
+/// Re-seeds the codes `dead` from randomly chosen encoder outputs `rows`
+/// (with a little noise, so codes seeded from one vector do not coincide).
+/// The choice comes from the counter RNG, so a resumed run repeats it.
+fn restart_codes<B: AutodiffBackend>(
+    q: ldm_models::VectorQuantizer<B>,
+    dead: &[i64],
+    rows: Tensor<B, 2>,
+    seed: u64,
+    step: u64,
+    device: &B::Device,
+) -> ldm_models::VectorQuantizer<B> {
+    let [m, d] = rows.dims();
+    let mut state = mix(&[seed, Stream::CodeRestart as u64, step]);
+    let pick: Vec<i64> = dead
+        .iter()
+        .map(|_| (crate::noise::splitmix64(&mut state) % m as u64) as i64)
+        .collect();
+    let n = dead.len();
+    let pick = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(pick, [n]), device);
+    let chosen = rows.select(0, pick);
+    let spread = chosen.clone().powi_scalar(2).mean().sqrt().reshape([1, 1]) * 0.01;
+    let noise = normal_tensor::<B, 2>(seed, Stream::CodeRestart, step, [n, d], device);
+    let dead =
+        Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(dead.to_vec(), [n]), device);
+    q.restart(dead, chosen + noise * spread)
 }
 
 #[cfg(test)]

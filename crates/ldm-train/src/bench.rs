@@ -99,7 +99,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device) -> Result<Ben
         match args.mode {
             BenchMode::Encode => {
                 let ae = trainer.gen.ae.valid();
-                let m = ae.encode(x.clone().inner()).mean;
+                let m = ae.encode(x.clone().inner()).mode();
                 let _ = m.into_data();
             }
             _ => {

@@ -66,8 +66,16 @@ pub struct CheckpointState {
     pub dataset_fingerprint: String,
     /// Images that failed to decode so far.
     pub skipped_images: usize,
-    /// Per-channel statistics of the latent over recent batches (mean, std).
+    /// Per-channel statistics of the latent over recent batches (mean, std):
+    /// the KL sample, or the VQ pre-quantization latent.
     pub latent_stats: Option<LatentStats>,
+    /// VQ: how often each code was chosen since the previous checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_usage: Option<Vec<u64>>,
+    /// VQ with dead-code restarts: code counts since the last restart check
+    /// (restored on resume so restarts happen exactly as without a break).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_window: Option<Vec<u64>>,
     /// Every other file of the checkpoint with its digest.
     pub files: BTreeMap<String, FileDigest>,
 }
@@ -287,8 +295,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Reads and verifies a checkpoint; `expect_kind` rejects checkpoints of another kind.
-pub fn load(path: &Path, expect_kind: &str) -> Result<LoadedCheckpoint> {
+/// Reads and verifies a checkpoint; a kind not in `expect_kinds` is an error.
+pub fn load(path: &Path, expect_kinds: &[&str]) -> Result<LoadedCheckpoint> {
     let dir = resolve(path)?;
     let show = dir.display().to_string();
     let state_path = dir.join(STATE);
@@ -302,10 +310,11 @@ pub fn load(path: &Path, expect_kind: &str) -> Result<LoadedCheckpoint> {
             state.format_version
         );
     }
-    if state.kind != expect_kind {
+    if !expect_kinds.contains(&state.kind.as_str()) {
         bail!(
-            "checkpoint {show}: holds a `{}` model, expected `{expect_kind}`",
-            state.kind
+            "checkpoint {show}: holds a `{}` model, expected `{}`",
+            state.kind,
+            expect_kinds.join("` or `")
         );
     }
     let mut files = BTreeMap::new();
@@ -351,6 +360,8 @@ mod tests {
             dataset_fingerprint: String::new(),
             skipped_images: 0,
             latent_stats: None,
+            code_usage: None,
+            restart_window: None,
             files: BTreeMap::new(),
         }
     }
@@ -377,19 +388,19 @@ mod tests {
             .filter(|s| root.join(step_dir_name(*s)).exists())
             .collect();
         assert_eq!(left, vec![4, 5, 6]);
-        let ck = load(&root, "autoencoder-kl").unwrap();
+        let ck = load(&root, &["autoencoder-kl"]).unwrap();
         assert_eq!(ck.state.step, 6);
         assert_eq!(ck.file("model.safetensors").unwrap(), &[6u8; 10]);
         assert_eq!(ck.config_text, "x = 1");
         // Truncation and wrong kind are clear one-line errors.
         let f = ck.dir.join("model.safetensors");
         fs::write(&f, [6u8; 4]).unwrap();
-        let msg = load(&root, "autoencoder-kl").err().unwrap().to_string();
+        let msg = load(&root, &["autoencoder-kl"]).err().unwrap().to_string();
         assert!(
             msg.contains("truncated") && msg.contains("model.safetensors"),
             "{msg}"
         );
-        let msg = load(&root.join(step_dir_name(5)), "diffusion")
+        let msg = load(&root.join(step_dir_name(5)), &["diffusion"])
             .err()
             .unwrap()
             .to_string();
@@ -406,12 +417,12 @@ mod tests {
                 .unwrap();
         }
         w.rewind_to(2).unwrap();
-        assert_eq!(load(&root, "autoencoder-kl").unwrap().state.step, 2);
+        assert_eq!(load(&root, &["autoencoder-kl"]).unwrap().state.step, 2);
         assert!(!root.join(step_dir_name(3)).exists() && !root.join(step_dir_name(4)).exists());
         // Writing step 3 again works and becomes latest.
         w.write(state(3), "", vec![("m", vec![9])]).unwrap();
         assert_eq!(
-            load(&root, "autoencoder-kl").unwrap().file("m").unwrap(),
+            load(&root, &["autoencoder-kl"]).unwrap().file("m").unwrap(),
             &[9]
         );
         fs::remove_dir_all(&root).unwrap();

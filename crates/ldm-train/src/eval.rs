@@ -1,6 +1,7 @@
 //! Reconstruction quality of an autoencoder over a folder: PSNR, SSIM and
-//! LPIPS per image and on average, next to the downsample baseline at the
-//! same factor; used by `ldm-train eval autoencoder` and in-training validation.
+//! LPIPS per image and on average, rFID over the set, and (VQ) code usage,
+//! next to the downsample baseline at the same factor; used by
+//! `ldm-train eval autoencoder` and in-training validation.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +9,15 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ldm_data::{save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform};
-use ldm_models::{AutoencoderKl, Lpips};
+use ldm_models::quantizer::usage_stats;
+use ldm_models::{Autoencoder, InceptionFid, Lpips};
 use serde::Serialize;
 
-use crate::ae_trainer::KIND_KL;
+use crate::ae_trainer::AUTOENCODER_KINDS;
+use crate::assets;
 use crate::checkpoint::{self, LoadedCheckpoint};
 use crate::config::{self, AutoencoderRunConfig, ConfigSource};
+use crate::fid::{frechet_distance, FeatureSet};
 use crate::metrics::{downsample_baseline, psnr, ssim};
 use crate::weights;
 
@@ -56,8 +60,52 @@ pub struct EvalReport {
     /// Mean scores.
     #[serde(flatten)]
     pub mean: Scores,
+    /// Fréchet Inception distance between the inputs and their
+    /// reconstructions (None when not computed). With few images it is a
+    /// relative measure: compare runs on the same set, not with papers.
+    pub rfid: Option<f64>,
+    /// VQ models: how the set used the codebook.
+    pub codes: Option<CodeUsage>,
     /// Per-image scores.
     pub per_image: Vec<ImageScores>,
+}
+
+/// Codebook usage of a VQ model over an evaluation set.
+#[derive(Clone, Debug, Serialize)]
+pub struct CodeUsage {
+    /// Codes chosen at least once.
+    pub used: usize,
+    /// Codebook size.
+    pub n_embed: usize,
+    /// exp(entropy) of the code histogram: the effective number of codes.
+    pub perplexity: f64,
+}
+
+/// What `ldm-train eval autoencoder` was asked to do.
+pub struct EvalArgs {
+    /// Checkpoint (directory, checkpoints/ or run directory).
+    pub checkpoint: PathBuf,
+    /// Folder of held-out images.
+    pub data: PathBuf,
+    /// Output folder (default `<checkpoint>/eval`).
+    pub out: Option<PathBuf>,
+    /// Center-crop size (default the checkpoint's `data.resize`, else `data.size`).
+    pub size: Option<u32>,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// At most this many images (0 = all).
+    pub limit: usize,
+    /// Compute rFID.
+    pub fid: bool,
+}
+
+/// The networks that score reconstructions, each optional.
+#[derive(Clone, Copy)]
+pub struct Scorers<'a, B: Backend> {
+    /// LPIPS per image.
+    pub lpips: Option<&'a Lpips<B>>,
+    /// Inception features for rFID.
+    pub inception: Option<&'a InceptionFid<B>>,
 }
 
 /// An evaluation loader: every image once, in order, center-cropped.
@@ -72,6 +120,7 @@ pub fn eval_loader(root: &Path, size: u32, batch_size: usize) -> Result<Loader> 
         repeat: false,
         transform: Transform {
             size,
+            resize: None,
             random_crop: false,
             hflip: false,
         },
@@ -80,25 +129,46 @@ pub fn eval_loader(root: &Path, size: u32, batch_size: usize) -> Result<Loader> 
     Ok(Loader::new(folder, cfg, DataPosition::default())?)
 }
 
-/// Reconstructs up to `limit` images (0 = all) from `loader` with the posterior
-/// mode and scores them; writes `input | reconstruction` PNGs into `out`.
+/// Reconstructs up to `limit` images (0 = all) from `loader` through the
+/// deterministic latent and scores them; writes `input | reconstruction` PNGs
+/// into `out`.
 pub fn evaluate<B: Backend>(
-    ae: &AutoencoderKl<B>,
-    lpips: Option<&Lpips<B>>,
+    ae: &Autoencoder<B>,
+    scorers: Scorers<'_, B>,
     f: usize,
     mut loader: Loader,
     limit: usize,
     out: Option<&Path>,
     device: &B::Device,
 ) -> Result<EvalReport> {
+    let lpips = scorers.lpips;
     let mut per_image = Vec::new();
     let mut size = 0;
+    let mut feats = scorers
+        .inception
+        .map(|_| (FeatureSet::new(2048), FeatureSet::new(2048)));
+    let mut counts = ae.quantize.as_ref().map(|q| vec![0u64; q.n_embed()]);
     while let Some(batch) = loader.next_batch()? {
         let [n, c, h, w] = batch.shape();
         size = h as u32;
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), device);
-        let r = ae.reconstruct(x.clone()).clamp(-1.0, 1.0);
+        let latent = ae.encode(x.clone()).mode();
+        if let (Some(q), Some(counts)) = (&ae.quantize, counts.as_mut()) {
+            let [b, e, lh, lw] = latent.dims();
+            let rows = latent
+                .clone()
+                .permute([0, 2, 3, 1])
+                .reshape([b * lh * lw, e]);
+            for i in q.nearest(rows).into_data().iter::<i64>() {
+                counts[i as usize] += 1;
+            }
+        }
+        let r = ae.decode(latent).clamp(-1.0, 1.0);
+        if let (Some(net), Some((real, fake))) = (scorers.inception, feats.as_mut()) {
+            real.push(net.features(x.clone()));
+            fake.push(net.features(r.clone()));
+        }
         let base = downsample_baseline(x.clone(), f);
         let p = psnr(x.clone(), r.clone());
         let s = ssim(x.clone(), r.clone());
@@ -171,11 +241,21 @@ pub fn evaluate<B: Backend>(
         baseline_psnr: mean(|s| s.baseline_psnr),
         baseline_ssim: mean(|s| s.baseline_ssim),
     };
+    let codes = counts.map(|c| {
+        let (perplexity, used) = usage_stats(&c);
+        CodeUsage {
+            used: (used * c.len() as f64).round() as usize,
+            n_embed: c.len(),
+            perplexity,
+        }
+    });
     Ok(EvalReport {
         images: per_image.len(),
         size,
         f,
         mean,
+        rfid: feats.map(|(real, fake)| frechet_distance(&real, &fake)),
+        codes,
         per_image,
     })
 }
@@ -184,8 +264,8 @@ pub fn evaluate<B: Backend>(
 pub fn load_autoencoder<B: Backend>(
     path: &Path,
     device: &B::Device,
-) -> Result<(AutoencoderKl<B>, AutoencoderRunConfig, LoadedCheckpoint)> {
-    let ck = checkpoint::load(path, KIND_KL)?;
+) -> Result<(Autoencoder<B>, AutoencoderRunConfig, LoadedCheckpoint)> {
+    let ck = checkpoint::load(path, &AUTOENCODER_KINDS)?;
     let src = ConfigSource {
         name: format!("{}/config.toml", ck.dir.display()),
         text: ck.config_text.clone(),
@@ -193,7 +273,66 @@ pub fn load_autoencoder<B: Backend>(
     let cfg: AutoencoderRunConfig = config::parse(&src, &[])?;
     let file = format!("{}/model.safetensors", ck.dir.display());
     let st = weights::parse(ck.file("model.safetensors")?, &file)?;
-    let ae = weights::load(AutoencoderKl::new(&cfg.model, device), &st, "", &file)
+    let ae = weights::load(Autoencoder::new(&cfg.model, device), &st, "", &file)
         .context("the checkpoint's weights do not fit its own config")?;
     Ok((ae, cfg, ck))
+}
+
+/// `ldm-train eval autoencoder`: scores a checkpoint on a folder, prints a
+/// summary and writes `eval.json` plus `input | reconstruction` PNGs.
+pub fn run<B: Backend>(a: EvalArgs, device: &B::Device) -> Result<()> {
+    let (ae, cfg, ck) = load_autoencoder::<B>(&a.checkpoint, device)?;
+    // LPIPS and rFID are reported whenever their weights exist, whatever the
+    // training loss used.
+    let lpips = assets::lpips::load::<B>(&cfg.loss.lpips_weights, device)
+        .map_err(|e| eprintln!("warning: {e:#}; LPIPS will not be reported"))
+        .ok();
+    let inception = if a.fid {
+        assets::inception::load::<B>("", device)
+            .map_err(|e| eprintln!("warning: {e:#}; rFID will not be reported"))
+            .ok()
+    } else {
+        None
+    };
+    let out = a.out.unwrap_or_else(|| ck.dir.join("eval"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let size = a.size.unwrap_or_else(|| cfg.data.eval_size());
+    let f = cfg.model.downsampling();
+    if size == 0 || !(size as usize).is_multiple_of(f) {
+        anyhow::bail!("--size {size}: must be a positive multiple of the model's f = {f}");
+    }
+    let loader = eval_loader(&a.data, size, a.batch_size)?;
+    let scorers = Scorers {
+        lpips: lpips.as_ref(),
+        inception: inception.as_ref(),
+    };
+    let rep = evaluate(&ae, scorers, f, loader, a.limit, Some(&out), device)?;
+    let json = out.join("eval.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&rep)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map(|v| format!("{v:.digits$}"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    println!(
+        "{} images at {size}² (f = {f}): PSNR {:.2} dB, SSIM {:.4}, LPIPS {}, rFID {}, L1 {:.4}",
+        rep.images,
+        rep.mean.psnr,
+        rep.mean.ssim,
+        opt(rep.mean.lpips, 4),
+        opt(rep.rfid, 2),
+        rep.mean.l1
+    );
+    if let Some(c) = &rep.codes {
+        println!(
+            "codebook: {} of {} codes used, perplexity {:.1}",
+            c.used, c.n_embed, c.perplexity
+        );
+    }
+    println!(
+        "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB, SSIM {:.4}",
+        rep.mean.baseline_psnr, rep.mean.baseline_ssim
+    );
+    println!("wrote {} and reconstructions", json.display());
+    Ok(())
 }

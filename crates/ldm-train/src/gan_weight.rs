@@ -52,11 +52,11 @@ mod tests {
     use burn::optim::GradientsParams;
     use burn::tensor::Distribution;
     use ldm_models::discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
-    use ldm_models::{AutoencoderConfig, AutoencoderKl};
+    use ldm_models::{Autoencoder, AutoencoderConfig};
 
     type B = Autodiff<Flex>;
 
-    fn setup() -> (AutoencoderKl<B>, NLayerDiscriminator<B>, Tensor<B, 4>) {
+    fn setup() -> (Autoencoder<B>, NLayerDiscriminator<B>, Tensor<B, 4>) {
         let dev = Default::default();
         let cfg = AutoencoderConfig {
             ch_mult: vec![1, 1],
@@ -72,7 +72,7 @@ mod tests {
         };
         let x = Tensor::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &dev);
         (
-            AutoencoderKl::new(&cfg, &dev),
+            Autoencoder::new(&cfg, &dev),
             NLayerDiscriminator::new(&dcfg, &dev),
             x,
         )

@@ -3,15 +3,20 @@
 //! and benchmarks. The `ldm-train` binary is a thin CLI over this library.
 
 pub mod ae_trainer;
+pub mod assets;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod export;
+pub mod fid;
 pub mod gan_weight;
+pub mod import;
+pub mod import_config;
+pub mod key_map;
 pub mod latent_stats;
 pub mod loss;
-pub mod lpips_weights;
 pub mod metrics;
 pub mod noise;
 pub mod param_ids;

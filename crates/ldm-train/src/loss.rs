@@ -1,6 +1,7 @@
-//! The terms of the autoencoder loss (`LPIPSWithDiscriminator`), with the
-//! reference reductions: NLL and KL summed per image then divided by the
-//! batch, GAN terms as means.
+//! The terms of the autoencoder loss (ldm's `LPIPSWithDiscriminator` and
+//! taming's `VQLPIPSWithDiscriminator`), with the reference reductions: the KL
+//! model's NLL and KL summed per image then divided by the batch, the VQ
+//! model's NLL a plain mean, GAN terms as means.
 
 use burn::tensor::activation::{relu, softplus};
 use burn::tensor::backend::Backend;
@@ -9,9 +10,18 @@ use ldm_models::Lpips;
 
 use crate::config::DiscLoss;
 
+/// How the reconstruction loss is reduced (the two references differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// KL model: Σ over each image of (rec/e^logvar + logvar), divided by N.
+    SumPerImage,
+    /// VQ model: mean over all elements of rec; no log-variance.
+    Mean,
+}
+
 /// Reconstruction terms of one batch.
 pub struct NllTerms<B: Backend> {
-    /// Σ over each image of (|x − x̂| + w·LPIPS)/e^logvar + logvar, divided by N.
+    /// The reduced reconstruction loss (see [`Reduction`]), rec = |x − x̂| + w·LPIPS.
     pub nll: Tensor<B, 1>,
     /// Mean absolute error (for logging).
     pub l1: Tensor<B, 1>,
@@ -26,6 +36,7 @@ pub fn nll<B: Backend>(
     recon: Tensor<B, 4>,
     lpips: Option<(&Lpips<B>, f64)>,
     logvar: Tensor<B, 1>,
+    reduction: Reduction,
 ) -> NllTerms<B> {
     let [n, c, h, w] = x.dims();
     let abs = (x.clone() - recon.clone()).abs();
@@ -41,8 +52,11 @@ pub fn nll<B: Backend>(
         _ => (l1_sum.clone(), Tensor::zeros([1], &device)),
     };
     let numel = (n * c * h * w) as f64;
-    // Σ (rec/e^lv + lv) = Σrec·e^−lv + numel·lv, for a scalar logvar.
-    let nll = (rec_sum * (-logvar.clone()).exp() + logvar * numel) / n as f64;
+    let nll = match reduction {
+        // Σ (rec/e^lv + lv) = Σrec·e^−lv + numel·lv, for a scalar logvar.
+        Reduction::SumPerImage => (rec_sum * (-logvar.clone()).exp() + logvar * numel) / n as f64,
+        Reduction::Mean => rec_sum / numel,
+    };
     NllTerms {
         nll,
         l1: l1_sum / numel,
@@ -87,11 +101,15 @@ mod tests {
         let x = t4(vec![0.0; 4], [2, 1, 1, 2]);
         let r = t4(vec![1.0, -2.0, 3.0, -4.0], [2, 1, 1, 2]);
         let lv = 2f32.ln();
-        let terms = nll(x, r, None, Tensor::from_floats([lv], &Default::default()));
+        let logvar = || Tensor::from_floats([lv], &Default::default());
+        let terms = nll(x.clone(), r.clone(), None, logvar(), Reduction::SumPerImage);
         // (Σ|d|/2 + 4·ln2)/2 = (10/2 + 4 ln 2)/2
         let expected = (10.0 / 2.0 + 4.0 * lv) / 2.0;
         assert!((terms.nll.into_scalar() - expected).abs() < 1e-5);
         assert!((terms.l1.into_scalar() - 2.5).abs() < 1e-6);
+        // VQ: plain mean 10/4, logvar ignored.
+        let vq = nll(x, r, None, logvar(), Reduction::Mean);
+        assert!((vq.nll.into_scalar() - 2.5).abs() < 1e-6);
     }
 
     #[test]

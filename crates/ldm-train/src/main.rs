@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
 use ldm_train::backend::{dispatch, DeviceArg, Job};
 use ldm_train::bench::{self, BenchArgs, BenchMode};
-use ldm_train::eval::{eval_loader, evaluate, load_autoencoder};
+use ldm_train::eval::{self, EvalArgs};
+use ldm_train::export::{self, ExportArgs, Target};
+use ldm_train::import::{self, Format, ImportArgs};
+use ldm_train::shipped;
 use ldm_train::train_autoencoder::{self, TrainArgs};
-use ldm_train::{lpips_weights, shipped};
 
 /// Train latent-diffusion autoencoders with burn (CPU or CUDA), resume exactly,
 /// log to TensorBoard, evaluate reconstructions.
@@ -23,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a first-stage autoencoder (KL) from a TOML config.
+    /// Train a first-stage autoencoder (KL or VQ) from a TOML config.
     Autoencoder(TrainCli),
     /// Evaluate a trained model.
     #[command(subcommand)]
@@ -36,6 +38,52 @@ enum Command {
     /// Measure training-step speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Import autoencoder weights (diffusers folder or CompVis/SD file) as a
+    /// step-0 checkpoint that `eval`, `export` and `--init-from` accept.
+    Import(ImportCli),
+    /// Export a checkpoint's autoencoder as a diffusers folder or an
+    /// LDM/SD-style `first_stage_model.*` safetensors file.
+    Export(ExportCli),
+}
+
+#[derive(Args, Debug)]
+struct ImportCli {
+    /// Source format: `diffusers` (folder with config.json and
+    /// diffusion_pytorch_model.safetensors, or a pipeline folder with vae/) or
+    /// `ldm` (a .safetensors file or a PyTorch .ckpt/.pt/.pth/.bin pickle;
+    /// `first_stage_model.*` is taken, other keys are skipped and counted).
+    #[arg(long, value_enum)]
+    from: Format,
+    /// The diffusers folder or the LDM file.
+    path: PathBuf,
+    /// Checkpoints directory to create; gets step-00000000/ and `latest`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Config (path or shipped name) whose [loss], [data], [train]… sections
+    /// the checkpoint gets, [model] replaced (default: f8.toml for KL,
+    /// vq-f8.toml for VQ).
+    #[arg(long, value_name = "NAME")]
+    base_config: Option<String>,
+    /// `--from ldm` only: GroupNorm groups of the weights (default 32, as the
+    /// reference hard-codes; shapes cannot reveal it).
+    #[arg(long, value_name = "N")]
+    norm_groups: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct ExportCli {
+    /// Checkpoint directory, checkpoints/ directory or run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Target format: `diffusers` (folder: config.json +
+    /// diffusion_pytorch_model.safetensors; scaling_factor = 1/latent std of
+    /// the checkpoint if recorded, else 0.18215 for KL, 1.0 for VQ) or `ldm`
+    /// (one .safetensors with `first_stage_model.` keys).
+    #[arg(long, value_enum)]
+    to: Target,
+    /// Output folder (diffusers) or file (ldm).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -56,12 +104,18 @@ struct TrainCli {
     /// Run directory (default: runs/<config name>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Start a fresh run from a checkpoint's autoencoder weights (e.g. one
+    /// made by `ldm-train import`); its [model] must equal the config's.
+    /// Discriminator and optimizers start fresh.
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 enum EvalCommand {
-    /// PSNR, SSIM and LPIPS of reconstructions over a folder, with the
-    /// downsample baseline at the same f; writes eval.json and PNGs.
+    /// PSNR, SSIM, LPIPS and rFID of reconstructions over a folder (plus
+    /// code usage for VQ), with the downsample baseline at the same f;
+    /// writes eval.json and PNGs.
     Autoencoder(EvalCli),
 }
 
@@ -76,7 +130,8 @@ struct EvalCli {
     /// Output folder for eval.json and input|reconstruction PNGs (default: <checkpoint>/eval).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Center-crop size (default: the checkpoint's data.size).
+    /// Center-crop size (default: the checkpoint's data.resize, else data.size:
+    /// the image scale it trained at).
     #[arg(long)]
     size: Option<u32>,
     /// Images per batch.
@@ -85,6 +140,9 @@ struct EvalCli {
     /// Evaluate at most this many images (0 = all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
+    /// Skip rFID (Inception features of inputs and reconstructions).
+    #[arg(long)]
+    no_fid: bool,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceArg,
@@ -135,41 +193,16 @@ struct EvalJob(EvalCli);
 impl Job for EvalJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
-        let (ae, cfg, ck) = load_autoencoder::<B::InnerBackend>(&a.checkpoint, &device)?;
-        // LPIPS is reported whenever its weights exist, whatever the training loss used.
-        let lpips = lpips_weights::load::<B::InnerBackend>(&cfg.loss.lpips_weights, &device)
-            .map_err(|e| eprintln!("warning: {e:#}; LPIPS will not be reported"))
-            .ok();
-        let out = a.out.unwrap_or_else(|| ck.dir.join("eval"));
-        std::fs::create_dir_all(&out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
-        let size = a.size.unwrap_or(cfg.data.size);
-        let f = cfg.model.downsampling();
-        if size == 0 || !(size as usize).is_multiple_of(f) {
-            anyhow::bail!("--size {size}: must be a positive multiple of the model's f = {f}");
-        }
-        let loader = eval_loader(&a.data, size, a.batch_size)?;
-        let rep = evaluate(&ae, lpips.as_ref(), f, loader, a.limit, Some(&out), &device)?;
-        let json = out.join("eval.json");
-        std::fs::write(&json, serde_json::to_string_pretty(&rep)?)
-            .with_context(|| format!("cannot write {}", json.display()))?;
-        println!(
-            "{} images at {size}² (f = {f}): PSNR {:.2} dB, SSIM {:.4}, LPIPS {}, L1 {:.4}",
-            rep.images,
-            rep.mean.psnr,
-            rep.mean.ssim,
-            rep.mean
-                .lpips
-                .map(|l| format!("{l:.4}"))
-                .unwrap_or_else(|| "n/a".into()),
-            rep.mean.l1
-        );
-        println!(
-            "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB, SSIM {:.4}",
-            rep.mean.baseline_psnr, rep.mean.baseline_ssim
-        );
-        println!("wrote {} and reconstructions", json.display());
-        Ok(())
+        let args = EvalArgs {
+            checkpoint: a.checkpoint,
+            data: a.data,
+            out: a.out,
+            size: a.size,
+            batch_size: a.batch_size,
+            limit: a.limit,
+            fid: !a.no_fid,
+        };
+        eval::run::<B::InnerBackend>(args, &device)
     }
 }
 
@@ -205,10 +238,24 @@ fn main() -> ExitCode {
                 overrides: t.set,
                 run_dir: t.run_dir,
                 resume: t.resume,
+                init_from: t.init_from,
             }),
         ),
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device, BenchJob(b)),
+        Command::Import(i) => import::run(&ImportArgs {
+            from: i.from,
+            path: i.path,
+            out: i.out,
+            base_config: i.base_config,
+            norm_groups: i.norm_groups,
+        })
+        .map(|_| ()),
+        Command::Export(e) => export::run(&ExportArgs {
+            checkpoint: e.checkpoint,
+            to: e.to,
+            out: e.out,
+        }),
         Command::Configs { name } => match name {
             None => {
                 for (n, _) in shipped::ALL {

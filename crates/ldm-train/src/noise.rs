@@ -37,6 +37,8 @@ pub enum Stream {
     Backend = 2,
     /// Weight initialization.
     Init = 3,
+    /// Choice and jitter of re-seeded VQ codes.
+    CodeRestart = 4,
 }
 
 /// `n` standard-normal samples (Box–Muller on 53-bit uniforms).

@@ -6,9 +6,20 @@ pub const ALL: &[(&str, &str)] = &[
     ("f8.toml", include_str!("../../../configs/f8.toml")),
     ("f16.toml", include_str!("../../../configs/f16.toml")),
     ("f32.toml", include_str!("../../../configs/f32.toml")),
+    ("vq-f4.toml", include_str!("../../../configs/vq-f4.toml")),
+    (
+        "vq-f4-noattn.toml",
+        include_str!("../../../configs/vq-f4-noattn.toml"),
+    ),
+    ("vq-f8.toml", include_str!("../../../configs/vq-f8.toml")),
+    ("vq-f16.toml", include_str!("../../../configs/vq-f16.toml")),
     (
         "tiny/kl-f4.toml",
         include_str!("../../../configs/tiny/kl-f4.toml"),
+    ),
+    (
+        "tiny/vq-f4.toml",
+        include_str!("../../../configs/tiny/vq-f4.toml"),
     ),
 ];
 

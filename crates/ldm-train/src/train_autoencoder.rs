@@ -12,10 +12,12 @@ use ldm_data::{
     grid_rgb8, save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform,
 };
 
-use crate::ae_trainer::{AeTrainer, KIND_KL};
+use crate::ae_trainer::{kind_of, AeTrainer, Generator};
+use crate::assets;
 use crate::checkpoint::{self, CheckpointState, CheckpointWriter};
 use crate::config::{self, AutoencoderRunConfig, ConfigSource};
-use crate::eval::{eval_loader, evaluate};
+use crate::eval::{eval_loader, evaluate, load_autoencoder, Scorers};
+use crate::param_ids::stable_ids;
 use crate::progress;
 use crate::run_dir::RunDir;
 use crate::tensorboard::EventWriter;
@@ -31,6 +33,10 @@ pub struct TrainArgs {
     pub run_dir: Option<PathBuf>,
     /// `--resume [PATH]`: `Some(None)` = latest of the run directory.
     pub resume: Option<Option<PathBuf>>,
+    /// `--init-from CKPT`: a fresh run whose autoencoder weights come from
+    /// this checkpoint (e.g. an imported SD VAE); discriminator and
+    /// optimizers start fresh.
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_run_dir(config: &str) -> PathBuf {
@@ -60,9 +66,12 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
     let mut position = DataPosition::default();
     let mut skipped_before = 0;
     match &args.resume {
+        Some(_) if args.init_from.is_some() => {
+            bail!("--init-from starts a fresh run; it cannot be combined with --resume")
+        }
         Some(path) => {
             let path = path.clone().unwrap_or_else(|| run.checkpoints());
-            let ck = checkpoint::load(&path, KIND_KL)?;
+            let ck = checkpoint::load(&path, &[kind_of(&cfg.model)])?;
             let ck_src = ConfigSource {
                 name: format!("{}/config.toml", ck.dir.display()),
                 text: ck.config_text.clone(),
@@ -115,6 +124,9 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                     root.display()
                 );
             }
+            if let Some(init) = &args.init_from {
+                init_autoencoder(&mut trainer, init, &src.name)?;
+            }
             // Lines left by an earlier attempt that never checkpointed.
             run.truncate_metrics_after(0)?;
         }
@@ -129,6 +141,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         repeat: true,
         transform: Transform {
             size: cfg.data.size,
+            resize: cfg.data.resize,
             random_crop: cfg.data.random_crop,
             hflip: cfg.data.hflip,
         },
@@ -145,6 +158,15 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         writer.rewind_to(trainer.step)?;
     }
     let mut tb = EventWriter::create(&run.tensorboard())?;
+    // rFID during validation needs the Inception network; load it once.
+    let inception = match (
+        &cfg.data.val_root,
+        cfg.logging.val_every,
+        cfg.logging.val_fid,
+    ) {
+        (Some(_), 1.., true) => Some(assets::inception::load::<B::InnerBackend>("", &device)?),
+        _ => None,
+    };
     let max = cfg.train.max_steps;
     eprintln!(
         "training {} → {} ({} images, lr {:.3e}, {} steps)",
@@ -210,13 +232,17 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         }
         if let (Some(val_root), true) = (&cfg.data.val_root, cfg.logging.val_every > 0) {
             if step % cfg.logging.val_every == 0 || step == max {
-                let loader = eval_loader(val_root, cfg.data.size, cfg.train.batch_size)?;
+                let loader = eval_loader(val_root, cfg.data.eval_size(), cfg.train.batch_size)?;
                 let ae = trainer.gen.ae.valid();
                 let lpips = trainer.lpips.as_ref().map(|l| l.valid());
                 let f = cfg.model.downsampling();
+                let scorers = Scorers {
+                    lpips: lpips.as_ref(),
+                    inception: inception.as_ref(),
+                };
                 let rep = evaluate(
                     &ae,
-                    lpips.as_ref(),
+                    scorers,
                     f,
                     loader,
                     cfg.logging.val_images,
@@ -229,6 +255,13 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 tb.add_scalar("val/baseline_psnr", rep.mean.baseline_psnr as f32, step)?;
                 if let Some(l) = rep.mean.lpips {
                     tb.add_scalar("val/lpips", l as f32, step)?;
+                }
+                if let Some(v) = rep.rfid {
+                    tb.add_scalar("val/rfid", v as f32, step)?;
+                }
+                if let Some(c) = &rep.codes {
+                    tb.add_scalar("val/codes_used", c.used as f32, step)?;
+                    tb.add_scalar("val/perplexity", c.perplexity as f32, step)?;
                 }
                 progress::note(
                     &pb,
@@ -243,7 +276,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
             tb.flush()?;
             let base = CheckpointState {
                 format_version: checkpoint::FORMAT_VERSION,
-                kind: KIND_KL.into(),
+                kind: kind_of(&cfg.model).into(),
                 step,
                 data_position: position,
                 seed: cfg.train.seed,
@@ -252,11 +285,14 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 dataset_fingerprint: fingerprint.clone(),
                 skipped_images: skipped_before + loader.skipped(),
                 latent_stats: None,
+                code_usage: None,
+                restart_window: None,
                 files: Default::default(),
             };
             let state = trainer.checkpoint_state(base);
             let dir = writer.write(state, &resolved, trainer.checkpoint_files()?)?;
             trainer.latents.reset();
+            trainer.code_usage.iter_mut().for_each(|c| *c = 0);
             last_ckpt = Some(dir);
         }
     }
@@ -270,6 +306,38 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         Some(dir) => eprintln!("done: step {} — checkpoint {}", trainer.step, dir.display()),
         None => eprintln!("nothing to do: already at step {} of {max}", trainer.step),
     }
+    Ok(())
+}
+
+/// `--init-from`: replaces the fresh autoencoder's weights with a
+/// checkpoint's. Its `[model]` must equal the run's, since the weights only
+/// fit the architecture they were trained (or imported) for.
+fn init_autoencoder<B: AutodiffBackend>(
+    trainer: &mut AeTrainer<B>,
+    path: &Path,
+    config_name: &str,
+) -> Result<()> {
+    let (ae, ck_cfg, ck) = load_autoencoder::<B>(path, &trainer.device)?;
+    if ck_cfg.model != trainer.cfg.model {
+        let changed: Vec<String> = config::changed_keys(&ck_cfg.model, &trainer.cfg.model)?
+            .into_iter()
+            .map(|k| format!("model.{k}"))
+            .collect();
+        bail!(
+            "{config_name}: [model] differs from --init-from checkpoint {} ({}); use that \
+             checkpoint's [model] (its config.toml)",
+            ck.dir.display(),
+            changed.join(", ")
+        );
+    }
+    // Fresh stable parameter ids, as after a restore: optimizer state keys on them.
+    let logvar = trainer.gen.logvar.clone();
+    trainer.gen = stable_ids(Generator { ae, logvar }, "generator");
+    eprintln!(
+        "autoencoder weights from {} (step {})",
+        ck.dir.display(),
+        ck.state.step
+    );
     Ok(())
 }
 

@@ -75,12 +75,12 @@ pub fn parse<'a>(bytes: &'a [u8], file: &str) -> Result<SafeTensors<'a>> {
 /// must be present with its shape, and every key under the prefix must be
 /// used; otherwise the error lists the offenders.
 pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
-    mut module: M,
+    module: M,
     st: &SafeTensors,
     prefix: &str,
     file: &str,
 ) -> Result<M> {
-    let mut snapshots = Vec::new();
+    let mut tensors = Vec::new();
     for (key, view) in st.tensors() {
         let Some(path) = key.strip_prefix(prefix) else {
             continue;
@@ -92,14 +92,28 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
             );
         }
         let data = TensorData::new(f32_values(view.data()), view.shape().to_vec());
-        let path_stack = path.split('.').map(str::to_string).collect();
-        snapshots.push(TensorSnapshot::from_data(
-            data,
-            path_stack,
-            Vec::new(),
-            ParamId::new(),
-        ));
+        tensors.push((path.to_string(), data));
     }
+    load_data(module, tensors, prefix, file)
+}
+
+/// Loads `(path, data)` pairs (paths without `prefix`) into `module` with the
+/// same strict checks as [`load`]; errors name keys as `prefix` + path. Used
+/// where tensors come from somewhere other than one of our safetensors files
+/// (renamed imports, other dtypes).
+pub fn load_data<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
+    mut module: M,
+    tensors: Vec<(String, TensorData)>,
+    prefix: &str,
+    file: &str,
+) -> Result<M> {
+    let snapshots = tensors
+        .into_iter()
+        .map(|(path, data)| {
+            let path_stack = path.split('.').map(str::to_string).collect();
+            TensorSnapshot::from_data(data, path_stack, Vec::new(), ParamId::new())
+        })
+        .collect();
     let result = module.apply(snapshots, None, None, false);
     let mut problems = Vec::new();
     for e in &result.errors {
@@ -112,23 +126,26 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
         problems.push(format!("unexpected key `{prefix}{path}`"));
     }
     if !problems.is_empty() {
-        let shown: Vec<Cow<str>> = problems
-            .iter()
-            .take(8)
-            .map(|s| Cow::from(s.as_str()))
-            .collect();
-        let more = problems.len().saturating_sub(8);
-        let tail = if more > 0 {
-            format!(" (and {more} more)")
-        } else {
-            String::new()
-        };
-        bail!(
-            "{file}: does not match the model: {}{tail}",
-            shown.join("; ")
-        );
+        bail!("{file}: does not match the model: {}", list_some(&problems));
     }
     Ok(module)
+}
+
+/// The first 8 items joined by "; ", plus "(and N more)": error messages stay
+/// one readable line however many keys are wrong.
+pub fn list_some<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<Cow<str>> = items
+        .iter()
+        .take(8)
+        .map(|s| Cow::from(s.as_ref()))
+        .collect();
+    let more = items.len().saturating_sub(8);
+    let tail = if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    };
+    format!("{}{tail}", shown.join("; "))
 }
 
 #[cfg(test)]

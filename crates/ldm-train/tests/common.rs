@@ -58,10 +58,15 @@ pub fn ldm(args: &[String]) -> Output {
 
 /// `ldm-train autoencoder --config tiny/kl-f4.toml` with overrides into `run_dir`.
 pub fn train(run_dir: &Path, extra: &[&str], resume: bool) -> Output {
+    train_config("tiny/kl-f4.toml", run_dir, extra, resume)
+}
+
+/// `ldm-train autoencoder --config CONFIG` with the tiny overrides and `extra`.
+pub fn train_config(config: &str, run_dir: &Path, extra: &[&str], resume: bool) -> Output {
     let mut args = vec![
         "autoencoder".to_string(),
         "--config".into(),
-        "tiny/kl-f4.toml".into(),
+        config.into(),
         "--run-dir".into(),
         run_dir.display().to_string(),
     ];

@@ -1,0 +1,1044 @@
+#!/usr/bin/env python3
+"""Regenerate the reference-side parity fixtures of ldm-train.
+
+Everything lands in crates/ldm-train/tests/fixtures/parity/ (see the README
+there). The Rust tests read these files; CI never runs Python.
+
+    diffusers_kl/                  AutoencoderKL.save_pretrained (config.json + weights)
+    ae_kl_io.safetensors           its inputs, outputs and gradients
+    diffusers_vq/                  VQModel.save_pretrained
+    ae_vq_io.safetensors           its inputs, outputs and gradients
+    ldm_kl_first_stage.safetensors the diffusers_kl weights under CompVis/SD names
+    disc_bn_io.safetensors         taming NLayerDiscriminator, BatchNorm
+    disc_actnorm_io.safetensors    taming NLayerDiscriminator, ActNorm
+    lpips_io.safetensors           lpips==0.1.4 LPIPS(vgg) on our converted weights
+    losses.safetensors             values of the ldm/taming autoencoder loss terms
+
+Conventions: every tensor is float32. Names are `input.*`, `output.*`,
+`grad.*` (and `weights.*` for the discriminators, whose weights live nowhere
+else; the ldm file uses checkpoint key names). The `__metadata__` key
+`config` holds a JSON description: shapes, hyper-parameters, what each
+tensor is and the exact formula. Networks run in float64 on the float32
+weights (upcast exactly), so the stored outputs are the rounded exact values
+of the float32-weight network, not one float32 evaluation of it.
+
+All weights are perturbed after construction with seeded noise (every
+parameter and floating buffer: norm scales/shifts, running stats, ActNorm
+loc/scale), so a tensor loaded into the wrong slot, or not loaded at all,
+cannot pass by sitting at its default value.
+
+Usage:
+    bash scripts/ref_venv.sh
+    ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+import diffusers  # noqa: E402
+from diffusers import AutoencoderKL, VQModel  # noqa: E402
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "crates" / "ldm-train" / "tests" / "fixtures" / "parity"
+CACHE = Path(os.environ.get("LDM_TRAIN_CACHE", Path.home() / ".cache" / "ldm-train"))
+LPIPS_WEIGHTS = CACHE / "weights" / "lpips_vgg16.safetensors"
+SIZE_LIMIT = 4_000_000  # bytes, "< 4 MB" for what this script writes
+# (make_ckpt_fixture.py adds a ~1 MB .ckpt beside them; every fixture of the
+# repository together stays under 5 MB.)
+SEED = 20251126
+
+torch.set_num_threads(1)  # reproducible reductions
+torch.use_deterministic_algorithms(True)
+
+
+def die(msg: str) -> None:
+    print(f"make_parity_fixtures.py: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def versions() -> dict:
+    import lpips  # noqa: F401
+    import safetensors
+    import torchvision
+    from importlib.metadata import version
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "diffusers": diffusers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+        "lpips": version("lpips"),
+    }
+
+
+VERSIONS = None  # filled in main()
+
+
+# ---- helpers ----------------------------------------------------------------
+
+def gen(offset: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(SEED + offset)
+    return g
+
+
+def randn(g: torch.Generator, *shape, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def image_like(g: torch.Generator, shape) -> torch.Tensor:
+    """Smooth noise plus fine noise, squashed into [-1, 1] (float32)."""
+    n, c, h, w = shape
+    coarse = torch.randn(n, c, max(h // 4, 1), max(w // 4, 1), generator=g, dtype=torch.float64)
+    smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    fine = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    return (0.9 * torch.tanh(1.2 * smooth) + 0.1 * fine).clamp(-1, 1).to(torch.float32)
+
+
+def shape_of(t: torch.Tensor) -> list:
+    return list(t.shape)
+
+
+def perturb_(module: nn.Module, g: torch.Generator, rel: float = 0.3) -> list[str]:
+    """Add seeded noise to every floating parameter and buffer, in place.
+
+    Tensors that are constant at construction (norm scales = 1, shifts = 0,
+    ActNorm loc/scale, BN running stats) get absolute noise (0.2 around a
+    non-zero constant, 0.1 around zero); randomly initialised tensors get
+    noise of `rel` times their own standard deviation, which keeps the
+    activations at the scale of the default initialisation.
+    Returns the names touched (for the metadata)."""
+    touched = []
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            t64 = t.double()
+            std = t64.std().item() if t.numel() > 1 else 0.0
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float64)
+            if std < 1e-12:
+                sigma = 0.2 if t64.abs().max().item() > 0 else 0.1
+            else:
+                sigma = rel * std
+            new = t64 + sigma * noise
+            if name.endswith("running_var"):
+                new = t64 * torch.exp(0.2 * noise)  # stays positive
+            t.copy_(new.to(t.dtype))
+            touched.append(name)
+    return touched
+
+
+def assert_all_changed(perturbed: nn.Module, default: nn.Module) -> None:
+    d = dict(default.state_dict())
+    for k, v in perturbed.state_dict().items():
+        if not v.is_floating_point():
+            continue
+        if (v == d[k]).any():
+            die(f"perturbation left an element of {k} at its default value")
+
+
+def save_fixture(path: Path, tensors: dict, config: dict) -> None:
+    for k in tensors:
+        if not (k.startswith(("input.", "output.", "grad.", "weights."))):
+            die(f"bad fixture tensor name {k}")
+    flat = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in tensors.items()}
+    config = dict(config)
+    config["versions"] = VERSIONS
+    config["seed"] = SEED
+    config["generator"] = "scripts/make_parity_fixtures.py"
+    config["tensors_stored"] = {k: shape_of(v) for k, v in sorted(flat.items())}
+    save_file(flat, str(path), metadata={"config": json.dumps(config, sort_keys=False)})
+    os.chmod(path, 0o644)
+    print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes, {len(flat)} tensors)")
+
+
+def jsonable_config(cfg) -> dict:
+    out = {}
+    for k, v in dict(cfg).items():
+        if k.startswith("_"):
+            continue
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def save_pretrained_clean(model, folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    for p in folder.iterdir():
+        os.chmod(p, 0o644)
+    names = sorted(p.name for p in folder.iterdir())
+    if names != ["config.json", "diffusion_pytorch_model.safetensors"]:
+        die(f"unexpected files from save_pretrained in {folder}: {names}")
+    with safe_open(str(folder / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        for k in f.keys():
+            if f.get_slice(k).get_dtype() != "F32":
+                die(f"{folder.name}: {k} is not float32")
+
+
+def reload_f64(cls, folder: Path, reference: nn.Module) -> nn.Module:
+    """Load the saved folder back and check it holds exactly `reference`."""
+    m = cls.from_pretrained(str(folder))
+    a, b = m.state_dict(), reference.state_dict()
+    if a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a):
+        die(f"{folder.name}: from_pretrained does not give back the saved weights")
+    return m.double().eval()
+
+
+GROUPNORM_FACTS = {
+    "group_norm": "GroupNorm(norm_num_groups, C, eps=1e-6, affine) everywhere in encoder/decoder (resnets, attention group_norm, conv_norm_out)",
+    "resnet": "h = conv1(silu(norm1(x))); h = conv2(dropout(silu(norm2(h)))) (dropout 0); out = (conv_shortcut(x) if C_in != C_out else x) + h; conv_shortcut is a 1x1 conv with bias; output_scale_factor 1.0; no time embedding",
+    "attention": "single head (heads = C // attention_head_dim = 1, dim_head = C): hn = group_norm(x) as [B, H*W, C]; q = to_q(hn), k = to_k(hn), v = to_v(hn) (Linear C->C with bias, weight [C, C]); a = softmax(q k^T * C^-0.5) (softmax in float32 or higher, upcast_softmax); out = to_out.0(a v) (Linear C->C with bias; to_out.1 is Dropout(0)); result = out reshaped to [B, C, H, W] + x (residual_connection, rescale_output_factor 1.0)",
+    "downsample": "between levels (not after the last): F.pad(x, (0, 1, 0, 1)) [right and bottom by one zero] then conv3x3 stride 2 padding 0 (diffusers Downsample2D padding=0)",
+    "upsample": "between decoder levels (not after the last): F.interpolate(scale_factor=2, mode='nearest') then conv3x3 stride 1 padding 1",
+    "conv_in/conv_out": "conv3x3 padding 1; encoder/decoder end in conv_norm_out (GroupNorm eps 1e-6) -> silu -> conv_out",
+    "mid_block": "resnets.0 -> attentions.0 -> resnets.1 (encoder and decoder)",
+    "decoder_order": "conv_in -> mid_block -> up_blocks.0 (lowest resolution, block_out_channels reversed) ... -> conv_norm_out -> silu -> conv_out; each up block has layers_per_block+1 resnets",
+}
+
+
+# ---- (a) AutoencoderKL ------------------------------------------------------
+
+KL_KW = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 16, 32),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=32,
+    mid_block_add_attention=True,
+)
+KL_GRAD_KEYS = [
+    "encoder.conv_in.weight",
+    "encoder.mid_block.attentions.0.to_q.weight",
+    "encoder.down_blocks.1.resnets.0.norm1.weight",
+    "quant_conv.weight",
+    "decoder.up_blocks.0.resnets.0.conv1.weight",
+    "decoder.conv_out.weight",
+]
+
+
+def build_kl() -> AutoencoderKL:
+    torch.manual_seed(SEED + 1)
+    default = AutoencoderKL(**KL_KW).eval()
+    model = copy.deepcopy(default)
+    perturb_(model, gen(2))
+    assert_all_changed(model, default)
+    return model
+
+
+def kl_forward(m: AutoencoderKL, x: torch.Tensor):
+    """The exact forward that check_diffusers_export.py repeats (kind kl)."""
+    posterior = m.encode(x).latent_dist
+    decoded = m.decode(posterior.mode()).sample
+    return posterior, decoded
+
+
+def make_kl(model: AutoencoderKL) -> None:
+    folder = OUT / "diffusers_kl"
+    save_pretrained_clean(model, folder)
+    m = reload_f64(AutoencoderKL, folder, model)
+
+    g = gen(3)
+    x = image_like(g, (2, 3, 24, 32))
+    with torch.no_grad():
+        posterior, decoded = kl_forward(m, x.double())
+    probe = randn(g, *decoded.shape)
+
+    xg = x.double().requires_grad_(True)
+    m.zero_grad(set_to_none=True)
+    _, dec_g = kl_forward(m, xg)
+    loss = (dec_g * probe.double()).sum()
+    loss.backward()
+    if not torch.allclose(dec_g.detach(), decoded, rtol=0, atol=1e-12):
+        die("KL: forward with and without autograd differ")
+    params = dict(m.named_parameters())
+
+    tensors = {
+        "input.x": x,
+        "input.probe": probe,
+        "output.mean": posterior.mean,
+        "output.logvar": posterior.logvar,
+        "output.kl": posterior.kl(),
+        "output.decoded": decoded,
+        "grad.x": xg.grad,
+    }
+    for k in KL_GRAD_KEYS:
+        tensors[f"grad.{k}"] = params[k].grad
+    cfg = {
+        "fixture": "ae_kl_io",
+        "model": "diffusers.AutoencoderKL",
+        "model_dir": "diffusers_kl",
+        "diffusers_config": jsonable_config(m.config),
+        "ldm_ddconfig_equivalent": {
+            "ch": 16, "ch_mult": [1, 1, 2], "num_res_blocks": 2, "attn_resolutions": [],
+            "z_channels": 4, "double_z": True, "embed_dim": 4, "in_channels": 3, "out_ch": 3,
+            "dropout": 0.0, "resolution": 32,
+            "norm_num_groups": 8,
+            "note": "ldm's Normalize hard-codes 32 groups; these tiny weights need 8 groups. block_out_channels = ch * ch_mult, which needs ch_mult[0] == 1",
+        },
+        "compute": "float64 forward on the float32 weights of diffusers_kl/ (upcast exactly), eval mode, results rounded to float32",
+        "architecture": GROUPNORM_FACTS,
+        "shapes": {"x": [2, 3, 24, 32], "latent": [2, 4, 6, 8], "moments_after_quant_conv": [2, 8, 6, 8], "decoded": [2, 3, 24, 32]},
+        "tensors": {
+            "input.x": "image batch in [-1, 1]",
+            "input.probe": "random N(0,1) tensor, shape of output.decoded",
+            "output.mean": "posterior mean: first latent_channels channels of quant_conv(encoder(x))",
+            "output.logvar": "posterior logvar: last latent_channels channels of quant_conv(encoder(x)), clamped to [-30, 20]",
+            "output.kl": "posterior.kl() = 0.5 * sum_{c,h,w}(mean^2 + exp(logvar) - 1 - logvar), per image [B]",
+            "output.decoded": "decode(posterior.mode()) = decoder(post_quant_conv(mean))",
+            "grad.x": "dL/dx, L = sum(decoded * probe), decoded as in output.decoded",
+            "grad.<diffusers key>": "dL/dW for the same L, for: " + ", ".join(KL_GRAD_KEYS),
+        },
+    }
+    save_fixture(OUT / "ae_kl_io.safetensors", tensors, cfg)
+
+
+# ---- (c) CompVis/ldm names for the same weights -----------------------------
+
+# diffusers -> ldm, for the AutoencoderKL/VQModel Encoder/Decoder. Built as the
+# inverse of diffusers.loaders.single_file_utils.convert_ldm_vae_checkpoint
+# (and the DIFFUSERS_TO_LDM_MAPPING["vae"] table it uses); verified below by
+# running that converter on the result.
+LDM_ATTN_RENAME = {
+    "group_norm": "norm",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "proj_out",
+}
+
+
+def diffusers_to_ldm_key(key: str, n_levels: int) -> str:
+    parts = key.split(".")
+    top = parts[0]
+    if top in ("quant_conv", "post_quant_conv", "quantize"):
+        return key
+    assert top in ("encoder", "decoder"), key
+    rest = parts[1:]
+    if rest[0] == "conv_norm_out":
+        return ".".join([top, "norm_out"] + rest[1:])
+    if rest[0] in ("conv_in", "conv_out"):
+        return key
+    if rest[0] in ("down_blocks", "up_blocks"):
+        i = int(rest[1])
+        lvl = i if rest[0] == "down_blocks" else n_levels - 1 - i
+        head = [top, "down" if rest[0] == "down_blocks" else "up", str(lvl)]
+        kind = rest[2]
+        if kind == "resnets":
+            tail = rest[4:]
+            tail = ["nin_shortcut" if t == "conv_shortcut" else t for t in tail]
+            return ".".join(head + ["block", rest[3]] + tail)
+        if kind == "downsamplers":
+            return ".".join(head + ["downsample"] + rest[4:])
+        if kind == "upsamplers":
+            return ".".join(head + ["upsample"] + rest[4:])
+        if kind == "attentions":  # in-level attention (not covered by diffusers' converter)
+            sub = ".".join(rest[4:-1])
+            return ".".join(head + ["attn", rest[3], LDM_ATTN_RENAME[sub], rest[-1]])
+        raise KeyError(key)
+    if rest[0] == "mid_block":
+        if rest[1] == "resnets":
+            tail = ["nin_shortcut" if t == "conv_shortcut" else t for t in rest[3:]]
+            return ".".join([top, "mid", f"block_{int(rest[2]) + 1}"] + tail)
+        if rest[1] == "attentions":
+            sub = ".".join(rest[3:-1])
+            return ".".join([top, "mid", "attn_1", LDM_ATTN_RENAME[sub], rest[-1]])
+    raise KeyError(key)
+
+
+def to_ldm_state_dict(sd: dict, n_levels: int) -> dict:
+    out = {}
+    for k, v in sd.items():
+        lk = diffusers_to_ldm_key(k, n_levels)
+        if lk in out:
+            die(f"ldm name clash: {lk}")
+        if ".attn" in lk and lk.endswith(".weight") and not lk.endswith("norm.weight"):
+            assert v.ndim == 2, (k, v.shape)
+            v = v[:, :, None, None]  # Linear [C, C] -> 1x1 conv [C, C, 1, 1]
+        out[lk] = v.clone()
+    return out
+
+
+LDM_RENAME_TABLE = [
+    ["{enc,dec}.conv_in.*", "{enc,dec}.conv_in.*", ""],
+    ["{enc,dec}.conv_out.*", "{enc,dec}.conv_out.*", ""],
+    ["{enc,dec}.conv_norm_out.*", "{enc,dec}.norm_out.*", ""],
+    ["encoder.down_blocks.{i}.resnets.{j}.{norm1,conv1,norm2,conv2}.*", "encoder.down.{i}.block.{j}.{same}.*", ""],
+    ["encoder.down_blocks.{i}.resnets.{j}.conv_shortcut.*", "encoder.down.{i}.block.{j}.nin_shortcut.*", "1x1 conv both sides"],
+    ["encoder.down_blocks.{i}.downsamplers.0.conv.*", "encoder.down.{i}.downsample.conv.*", ""],
+    ["decoder.up_blocks.{k}.resnets.{j}.*", "decoder.up.{L-1-k}.block.{j}.*", "level order reversed; conv_shortcut -> nin_shortcut"],
+    ["decoder.up_blocks.{k}.upsamplers.0.conv.*", "decoder.up.{L-1-k}.upsample.conv.*", "level order reversed"],
+    ["{enc,dec}.mid_block.resnets.{0,1}.*", "{enc,dec}.mid.block_{1,2}.*", "index + 1"],
+    ["{enc,dec}.mid_block.attentions.0.group_norm.*", "{enc,dec}.mid.attn_1.norm.*", ""],
+    ["{enc,dec}.mid_block.attentions.0.to_q.weight [C,C]", "{enc,dec}.mid.attn_1.q.weight [C,C,1,1]", "Linear <-> 1x1 conv: add/drop two trailing unit dims"],
+    ["{enc,dec}.mid_block.attentions.0.to_k.weight [C,C]", "{enc,dec}.mid.attn_1.k.weight [C,C,1,1]", "same"],
+    ["{enc,dec}.mid_block.attentions.0.to_v.weight [C,C]", "{enc,dec}.mid.attn_1.v.weight [C,C,1,1]", "same"],
+    ["{enc,dec}.mid_block.attentions.0.to_out.0.weight [C,C]", "{enc,dec}.mid.attn_1.proj_out.weight [C,C,1,1]", "same"],
+    ["...attentions.0.{to_q,to_k,to_v,to_out.0}.bias", "...attn_1.{q,k,v,proj_out}.bias", ""],
+    ["quant_conv.*, post_quant_conv.*", "same", ""],
+    ["(whole checkpoint)", "prefix first_stage_model. (SD2/SDXL single files may use vae.)", "other prefixes are not the autoencoder"],
+]
+
+
+def make_ldm(model: AutoencoderKL) -> None:
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    n_levels = len(model.config.block_out_channels)
+    ldm = to_ldm_state_dict(sd, n_levels)
+    full = {f"first_stage_model.{k}": v for k, v in ldm.items()}
+    g = gen(4)
+    full["model.diffusion_model.dummy"] = randn(g, 2, 3)
+    full["cond_stage_model.dummy"] = randn(g, 4)
+
+    # Verification: diffusers' own single-file converter must give back
+    # exactly the diffusers state dict.
+    back = convert_ldm_vae_checkpoint(dict(full), dict(model.config))
+    if set(back) != set(sd):
+        die("convert_ldm_vae_checkpoint(ldm names) key set differs from the diffusers state dict: "
+            f"missing {sorted(set(sd) - set(back))[:5]}, extra {sorted(set(back) - set(sd))[:5]}")
+    for k in sd:
+        if back[k].shape != sd[k].shape or not torch.equal(back[k], sd[k]):
+            die(f"convert_ldm_vae_checkpoint(ldm names)[{k}] differs from the diffusers tensor")
+    print(f"  verified: convert_ldm_vae_checkpoint(ldm dict) == diffusers state dict ({len(sd)} tensors)")
+
+    cfg = {
+        "fixture": "ldm_kl_first_stage",
+        "what": "the weights of diffusers_kl/ under the CompVis latent-diffusion / Stable Diffusion single-file key names",
+        "prefix": "first_stage_model.",
+        "ignore": ["model.diffusion_model.dummy", "cond_stage_model.dummy"],
+        "ddconfig": {
+            "double_z": True, "z_channels": 4, "resolution": 32, "in_channels": 3, "out_ch": 3,
+            "ch": 16, "ch_mult": [1, 1, 2], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+        },
+        "embed_dim": 4,
+        "norm_num_groups": 8,
+        "channels": "diffusers block_out_channels = [ch * m for m in ch_mult]; only ch_mult[0] == 1 maps (diffusers' conv_in outputs block_out_channels[0], ldm's outputs ch, and ldm's level 0 goes ch -> ch*ch_mult[0])",
+        "note": "ldm's Normalize hard-codes GroupNorm(32, eps=1e-6); these tiny weights need 8 groups",
+        "verified_with": f"diffusers {diffusers.__version__} diffusers.loaders.single_file_utils.convert_ldm_vae_checkpoint(checkpoint, config) maps this file back to exactly diffusers_kl/ ({len(sd)} tensors, bit-identical)",
+        "rename_diffusers_to_ldm": LDM_RENAME_TABLE,
+        "key_map": {k: diffusers_to_ldm_key(k, n_levels) for k in sd},
+    }
+    path = OUT / "ldm_kl_first_stage.safetensors"
+    flat = {k: v.to(torch.float32).contiguous() for k, v in full.items()}
+    cfg["versions"] = VERSIONS
+    cfg["generator"] = "scripts/make_parity_fixtures.py"
+    save_file(flat, str(path), metadata={"config": json.dumps(cfg)})
+    os.chmod(path, 0o644)
+    print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes, {len(flat)} tensors)")
+
+
+# ---- (b) VQModel ------------------------------------------------------------
+
+VQ_KW = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "AttnDownEncoderBlock2D"),
+    up_block_types=("AttnUpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    act_fn="silu",
+    latent_channels=3,
+    sample_size=32,
+    num_vq_embeddings=64,
+    norm_num_groups=8,
+    vq_embed_dim=3,
+)
+VQ_GRAD_KEYS = ["encoder.conv_in.weight", "decoder.conv_out.weight"]
+
+
+def vq_forward(m: VQModel, x: torch.Tensor):
+    """The exact forward that check_diffusers_export.py repeats (kind vq)."""
+    h = m.encode(x).latents
+    out = m.decode(h)  # quantizes h first (force_not_quantize=False)
+    return h, out.sample, out.commit_loss
+
+
+def sq_dist_gap(h: torch.Tensor, codebook: torch.Tensor) -> tuple[float, float]:
+    """Smallest (second nearest - nearest) squared distance over all latent
+    vectors, and the mean nearest squared distance."""
+    z = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).double()
+    d = ((z[:, None, :] - codebook.double()[None]) ** 2).sum(-1)
+    s, _ = d.sort(dim=1)
+    return (s[:, 1] - s[:, 0]).min().item(), s[:, 0].mean().item()
+
+
+def build_vq(x: torch.Tensor) -> VQModel:
+    torch.manual_seed(SEED + 10)
+    default = VQModel(**VQ_KW).eval()
+    model = copy.deepcopy(default)
+    perturb_(model, gen(11))
+    assert_all_changed(model, default)
+    # The default codebook (uniform +-1/n) sits in a tiny ball: every latent
+    # would pick the same few codes. Spread it over the latent distribution:
+    # 40 codes near actual latent vectors of x, 24 drawn from a Gaussian of
+    # the latents' mean/std; retry seeds until the nearest code is clear.
+    with torch.no_grad():
+        h = model.double().encode(x.double()).latents
+        model.float()
+        z = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+        mu, sd = z.mean(0), z.std(0)
+        best = None
+        for attempt in range(64):  # keep the codebook whose nearest code is clearest
+            g = gen(100 + attempt)
+            pick = torch.randperm(z.shape[0], generator=g)[:40]
+            near = z[pick] + 0.05 * sd * torch.randn(40, z.shape[1], generator=g, dtype=torch.float64)
+            far = mu + sd * torch.randn(24, z.shape[1], generator=g, dtype=torch.float64)
+            cb = torch.cat([near, far])[torch.randperm(64, generator=g)].float()
+            gap, mean_d = sq_dist_gap(h, cb)
+            if best is None or gap > best[0]:
+                best = (gap, cb)
+        gap, cb = best
+        if gap < 1e-4:
+            die(f"VQ: no codebook with a clear nearest code found (best gap {gap:.3g})")
+        model.quantize.embedding.weight.copy_(cb)
+    return model
+
+
+def make_vq() -> None:
+    g = gen(12)
+    x = image_like(g, (2, 3, 16, 24))
+    model = build_vq(x)
+    folder = OUT / "diffusers_vq"
+    save_pretrained_clean(model, folder)
+    m = reload_f64(VQModel, folder, model)
+    if not m.quantize.legacy or m.quantize.beta != 0.25:
+        die("VQ: expected diffusers VectorQuantizer legacy=True, beta=0.25")
+
+    with torch.no_grad():
+        h, decoded, commit = vq_forward(m, x.double())
+        z_q, loss, (_, _, idx) = m.quantize(h)
+        manual = m.decoder(m.post_quant_conv(z_q))
+        if not torch.equal(manual, decoded):
+            die("VQ: decode(h) is not decoder(post_quant_conv(quantize(h)))")
+        if not torch.equal(loss, commit):
+            die("VQ: commit_loss differs from quantize(h) loss")
+        gap, mean_d = sq_dist_gap(h, m.quantize.embedding.weight)
+    probe = randn(g, *decoded.shape)
+
+    xg = x.double().requires_grad_(True)
+    m.zero_grad(set_to_none=True)
+    _, dec_g, _ = vq_forward(m, xg)
+    (dec_g * probe.double()).sum().backward()
+    if not torch.allclose(dec_g.detach(), decoded, rtol=0, atol=1e-12):
+        die("VQ: forward with and without autograd differ")
+    params = dict(m.named_parameters())
+    B, C, H, W = h.shape
+    indices = idx.reshape(B, H, W).to(torch.float32)
+    n_used = int(torch.unique(idx).numel())
+
+    tensors = {
+        "input.x": x,
+        "input.probe": probe,
+        "output.h": h,
+        "output.z_q": z_q,
+        "output.indices": indices,
+        "output.commit_loss": commit.reshape(1),
+        "output.decoded": decoded,
+        "grad.x": xg.grad,
+    }
+    for k in VQ_GRAD_KEYS:
+        tensors[f"grad.{k}"] = params[k].grad
+    arch = dict(GROUPNORM_FACTS)
+    arch["in_level_attention"] = ("AttnDownEncoderBlock2D: resnet_j then attentions.j (same attention as the mid block, 1 head of C channels, GroupNorm eps 1e-6), for every j; "
+                                  "AttnUpDecoderBlock2D likewise with layers_per_block+1 resnet/attention pairs; here encoder level 1 (8x12) and decoder up_blocks.0 (8x12) have attention")
+    cfg = {
+        "fixture": "ae_vq_io",
+        "model": "diffusers.VQModel",
+        "model_dir": "diffusers_vq",
+        "diffusers_config": jsonable_config(m.config),
+        "ldm_ddconfig_equivalent": {
+            "ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [8],
+            "z_channels": 3, "double_z": False, "embed_dim": 3, "n_embed": 64,
+            "in_channels": 3, "out_ch": 3, "dropout": 0.0, "resolution": 16, "norm_num_groups": 8,
+            "note": "attn_resolutions in ldm compare with the current square resolution; 16x24 input is non-square, attention is at level 1 (f=2)",
+        },
+        "quantizer": {
+            "class": "diffusers.models.autoencoders.vae.VectorQuantizer",
+            "n_e": 64, "vq_embed_dim": 3, "beta": 0.25, "legacy": True, "remap": None, "sane_index_shape": False,
+            "nearest": "argmin over codes of torch.cdist(z, codebook) (Euclidean distance), z = h permuted to [B*H*W, C] in (b, h, w) order",
+            "commit_loss_formula": "legacy=True: mean((sg[z_q] - z)^2) + beta * mean((z_q - sg[z])^2); its VALUE equals (1 + beta) * mean((z_q - z)^2) (legacy only moves beta between the gradient paths)",
+            "straight_through": "z_q_out = z + sg(z_q - z)",
+            "codebook": "set by this script: 40 codes near actual latents of input.x, 24 Gaussian around them",
+            "min_sq_distance_gap": gap,
+            "mean_nearest_sq_distance": mean_d,
+            "distinct_indices_used": n_used,
+        },
+        "compute": "float64 forward on the float32 weights of diffusers_vq/ (upcast exactly), eval mode, results rounded to float32",
+        "architecture": arch,
+        "shapes": {"x": [2, 3, 16, 24], "h": [B, C, H, W], "decoded": list(decoded.shape)},
+        "tensors": {
+            "input.x": "image batch in [-1, 1]",
+            "input.probe": "random N(0,1), shape of output.decoded",
+            "output.h": "encode(x).latents = quant_conv(encoder(x)), the pre-quantization latent",
+            "output.z_q": "quantize(h)[0]: nearest codebook vectors (straight-through form, value = codebook rows), [B, C, H, W]",
+            "output.indices": "quantize(h)[2][2] reshaped [B, H, W] (flattened (b, h, w) order in diffusers), code indices as float32",
+            "output.commit_loss": "decode(h).commit_loss (scalar, stored as [1]); diffusers VectorQuantizer legacy=True, beta=0.25",
+            "output.decoded": "decode(h).sample = decoder(post_quant_conv(quantize(h)[0])): decode re-quantizes h",
+            "grad.x": "dL/dx, L = sum(decoded * probe), gradient through the straight-through estimator",
+            "grad.<diffusers key>": "dL/dW for the same L, for: " + ", ".join(VQ_GRAD_KEYS),
+        },
+    }
+    save_fixture(OUT / "ae_vq_io.safetensors", tensors, cfg)
+
+
+# ---- (d) taming NLayerDiscriminator -----------------------------------------
+# Written after taming-transformers taming/modules/discriminator/model.py
+# (NLayerDiscriminator, itself from pix2pix) and taming/modules/util.py
+# (ActNorm), CompVis/taming-transformers commit 3ba01b24. Same module layout,
+# so the state-dict keys are the original ones (main.0.weight, ...).
+
+class TamingActNorm(nn.Module):
+    """y = scale * (x + loc), per channel; loc/scale [1, C, 1, 1].
+    In training mode an uninitialised layer (initialized == 0) first sets
+    loc = -mean(x), scale = 1 / (std(x) + 1e-6) over (N, H, W), std with
+    Bessel's correction, then marks itself initialised."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(1, num_features, 1, 1))
+        self.scale = nn.Parameter(torch.ones(1, num_features, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+
+    def forward(self, x):
+        if self.training and int(self.initialized.item()) == 0:
+            with torch.no_grad():
+                per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
+                mean = per_channel.mean(dim=1).view(1, -1, 1, 1)
+                std = per_channel.std(dim=1).view(1, -1, 1, 1)
+                self.loc.data.copy_(-mean)
+                self.scale.data.copy_(1.0 / (std + 1e-6))
+                self.initialized.fill_(1)
+        return self.scale * (x + self.loc)
+
+
+class TamingNLayerDiscriminator(nn.Module):
+    """PatchGAN: conv4 s2 + LReLU(0.2); for n in 1..n_layers-1: conv4 s2
+    (bias only with ActNorm) + norm + LReLU, width ndf*min(2^n, 8); conv4 s1
+    (same bias rule) + norm + LReLU, width ndf*min(2^n_layers, 8); conv4 s1 ->
+    1 channel. All convs padding 1."""
+
+    def __init__(self, input_nc=3, ndf=64, n_layers=3, use_actnorm=False):
+        super().__init__()
+        norm = TamingActNorm if use_actnorm else nn.BatchNorm2d
+        bias = use_actnorm  # BatchNorm has its own shift
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
+                       norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
+                   norm(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def disc_layer_table(d: TamingNLayerDiscriminator) -> list:
+    rows = []
+    for i, mod in enumerate(d.main):
+        if isinstance(mod, nn.Conv2d):
+            rows.append({"index": i, "type": "Conv2d", "in": mod.in_channels, "out": mod.out_channels,
+                         "kernel": 4, "stride": mod.stride[0], "padding": 1, "bias": mod.bias is not None})
+        elif isinstance(mod, nn.BatchNorm2d):
+            rows.append({"index": i, "type": "BatchNorm2d", "channels": mod.num_features, "eps": mod.eps,
+                         "momentum": mod.momentum})
+        elif isinstance(mod, TamingActNorm):
+            rows.append({"index": i, "type": "ActNorm", "channels": mod.loc.shape[1]})
+        else:
+            rows.append({"index": i, "type": "LeakyReLU", "negative_slope": 0.2})
+    return rows
+
+
+def make_disc(use_actnorm: bool) -> None:
+    n_layers = 2 if use_actnorm else 3
+    name = "disc_actnorm_io" if use_actnorm else "disc_bn_io"
+    off = 30 if use_actnorm else 20
+    torch.manual_seed(SEED + off)
+    default = TamingNLayerDiscriminator(3, 8, n_layers, use_actnorm).eval()
+    d = copy.deepcopy(default)
+    g = gen(off + 1)
+    x = image_like(g, (2, 3, 32, 32))
+
+    if not use_actnorm:
+        # Realistic running stats: the batch statistics of x at each BN input
+        # (PyTorch default init, train mode), then perturbed.
+        stats = {}
+
+        def hook(mod, inp, _out):
+            t = inp[0].detach().double()
+            stats[mod] = (t.mean(dim=(0, 2, 3)), t.var(dim=(0, 2, 3), unbiased=False))
+
+        probe_d = copy.deepcopy(d).double().train()
+        hs = [m.register_forward_hook(hook) for m in probe_d.main if isinstance(m, nn.BatchNorm2d)]
+        with torch.no_grad():
+            probe_d(x.double())
+        for hd in hs:
+            hd.remove()
+        bns_probe = [m for m in probe_d.main if isinstance(m, nn.BatchNorm2d)]
+        bns = [m for m in d.main if isinstance(m, nn.BatchNorm2d)]
+        with torch.no_grad():
+            for bn, bp in zip(bns, bns_probe):
+                mean, var = stats[bp]
+                bn.running_mean.copy_(mean.float())
+                bn.running_var.copy_(var.float())
+                bn.num_batches_tracked.fill_(7)
+    else:
+        # Realistic loc/scale: taming's own data-dependent init on x (train
+        # mode, initialized = 0), then perturbed like everything else.
+        init_d = copy.deepcopy(d).double().train()
+        with torch.no_grad():
+            init_d(x.double())
+            for mod, src in zip(d.main, init_d.main):
+                if isinstance(mod, TamingActNorm):
+                    mod.loc.copy_(src.loc.float())
+                    mod.scale.copy_(src.scale.float())
+    perturb_(d, g)
+    if use_actnorm:
+        for mod in d.main:
+            if isinstance(mod, TamingActNorm):
+                mod.initialized.fill_(1)
+    assert_all_changed(d, default)
+
+    weights = {f"weights.{k}": v.detach().to(torch.float32) for k, v in d.state_dict().items()}
+    d64 = copy.deepcopy(d).double().eval()
+    with torch.no_grad():
+        out_eval = d64(x.double())
+    probe = randn(g, *out_eval.shape)
+    xg = x.double().requires_grad_(True)
+    d64.zero_grad(set_to_none=True)
+    (d64(xg) * probe.double()).sum().backward()
+
+    d_train = copy.deepcopy(d).double().train()
+    with torch.no_grad():
+        out_train = d_train(x.double())
+    tensors = {"input.x": x, "input.probe": probe, "output.eval": out_eval, "output.train": out_train,
+               "grad.x": xg.grad,
+               "grad.main.0.weight": d64.main[0].weight.grad,
+               f"grad.main.{len(d64.main) - 1}.weight": d64.main[-1].weight.grad}
+    tensors.update(weights)
+    desc = {
+        "input.x": "image batch in [-1, 1]",
+        "input.probe": "random N(0,1), shape of output.eval",
+        "output.eval": "D(x) in eval mode",
+        "output.train": "D(x) in train mode, from the stored weights",
+        "grad.x": "dL/dx, L = sum(D_eval(x) * probe)",
+        "grad.main.0.weight / grad.main.<last>.weight": "dL/dW of the first and last conv for the same L",
+        "weights.<taming key>": "the network's state_dict under taming's names (integer buffers stored as float32)",
+    }
+    if use_actnorm:
+        fresh = copy.deepcopy(d).double().train()
+        for mod in fresh.main:
+            if isinstance(mod, TamingActNorm):
+                mod.initialized.fill_(0)
+        with torch.no_grad():
+            out_init = fresh(x.double())
+        tensors["output.train_init"] = out_init
+        for i, mod in enumerate(fresh.main):
+            if isinstance(mod, TamingActNorm):
+                tensors[f"output.init.main.{i}.loc"] = mod.loc
+                tensors[f"output.init.main.{i}.scale"] = mod.scale
+        desc["output.train"] = "D(x) in train mode: every ActNorm has initialized = 1, so no data-dependent init happens and this equals output.eval"
+        desc["output.train_init"] = ("D(x) in train mode from the stored weights but with every ActNorm's initialized set to 0: "
+                                      "each ActNorm, in forward order, first sets loc = -mean, scale = 1/(std + 1e-6) from its own input "
+                                      "(per channel over N,H,W; std unbiased), then applies scale * (x + loc)")
+        desc["output.init.main.<i>.loc/scale"] = "the loc/scale each ActNorm set during output.train_init"
+        norm_desc = "ActNorm (taming.modules.util): y = scale * (x + loc), loc/scale [1,C,1,1] parameters, buffer initialized (uint8; 1 here)"
+    else:
+        for i, mod in enumerate(d_train.main):
+            if isinstance(mod, nn.BatchNorm2d):
+                tensors[f"output.train_running_mean.main.{i}"] = mod.running_mean
+                tensors[f"output.train_running_var.main.{i}"] = mod.running_var
+        desc["output.train"] = ("D(x) in train mode: every BatchNorm normalizes with the batch's own mean and biased variance "
+                                "(over N,H,W), eps 1e-5, then weight * . + bias")
+        desc["output.train_running_mean.main.<i> / output.train_running_var.main.<i>"] = (
+            "BN running stats after that one train-mode forward: r = 0.9 * r + 0.1 * batch_stat, "
+            "with the UNBIASED batch variance for running_var")
+        norm_desc = "BatchNorm2d(C, eps=1e-5, momentum=0.1, affine, track_running_stats); eval mode uses running_mean/running_var"
+    cfg = {
+        "fixture": name,
+        "model": "taming NLayerDiscriminator (taming/modules/discriminator/model.py), re-implemented in scripts/make_parity_fixtures.py",
+        "hyper": {"input_nc": 3, "ndf": 8, "n_layers": n_layers, "use_actnorm": use_actnorm},
+        "norm": norm_desc,
+        "layers": disc_layer_table(d),
+        "init": "PyTorch default init (not taming's weights_init N(0, 0.02)), then seeded perturbation of every tensor"
+                + ("; ActNorm loc/scale first set by taming's data-dependent init on input.x, then perturbed" if use_actnorm else "; BN running stats set to the batch statistics of x, then perturbed; num_batches_tracked = 7 (irrelevant with momentum 0.1)"),
+        "compute": "float64 on the stored float32 weights, rounded to float32",
+        "shapes": {"x": list(x.shape), "out": list(out_eval.shape)},
+        "tensors": desc,
+    }
+    save_fixture(OUT / f"{name}.safetensors", tensors, cfg)
+
+
+# ---- (e) LPIPS --------------------------------------------------------------
+
+def make_lpips() -> None:
+    import lpips
+    if not LPIPS_WEIGHTS.exists():
+        die(f"{LPIPS_WEIGHTS} not found: run scripts/setup.sh first")
+    ours = load_file(str(LPIPS_WEIGHTS))
+    net = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
+    for k in range(5):
+        pkg = net.lins[k].model[1].weight.detach()
+        if not torch.equal(pkg, ours[f"lin{k}.weight"]):
+            die(f"lin{k}.weight of {LPIPS_WEIGHTS.name} differs from lpips {lpips.__version__ if hasattr(lpips, '__version__') else '0.1.4'}'s head")
+    convs = [m for m in net.net.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 13:
+        die(f"expected 13 VGG16 convs in lpips' net, found {len(convs)}")
+    with torch.no_grad():
+        for k, conv in enumerate(convs):
+            w, b = ours[f"vgg.conv{k}.weight"], ours[f"vgg.conv{k}.bias"]
+            if conv.weight.shape != w.shape:
+                die(f"vgg.conv{k}: shape {tuple(w.shape)} vs {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    net = net.double().eval()
+
+    g = gen(40)
+    a = image_like(g, (2, 3, 32, 32))
+    b0 = image_like(g, (2, 3, 32, 32))
+    # pair 0: a small distortion of a; pair 1: an unrelated image
+    b = torch.stack([(a[0] + 0.15 * randn(g, 3, 32, 32)).clamp(-1, 1), b0[1]])
+    with torch.no_grad():
+        d, per_tap = net(a.double(), b.double(), retPerLayer=True, normalize=False)
+    ag = a.double().requires_grad_(True)
+    dg = net(ag, b.double(), normalize=False)
+    dg.sum().backward()
+    tensors = {
+        "input.a": a,
+        "input.b": b,
+        "output.d": d,
+        "output.per_tap": torch.cat([t.reshape(-1, 1) for t in per_tap], dim=1),
+        "grad.a": ag.grad,
+    }
+    cfg = {
+        "fixture": "lpips_io",
+        "model": "lpips.LPIPS(net='vgg', version='0.1', pretrained=True, pnet_rand=True, lpips=True, spatial=False), eval mode, "
+                 "VGG16 convs loaded from $LDM_TRAIN_CACHE/weights/lpips_vgg16.safetensors (vgg.conv{k}.weight/bias, k = 0..12 in features order); "
+                 "linear heads from the lpips wheel, checked equal to lin{k}.weight of that file",
+        "formula": "z = (x - shift) / scale, shift = [-.030, -.088, -.188], scale = [.458, .448, .450]; VGG16 features with taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; "
+                   "per tap: f / (sqrt(sum_c f^2) + 1e-10), squared difference, 1x1 conv (lin_k, no bias, dropout inactive in eval), mean over H, W; d = sum of taps",
+        "compute": "float64 on the float32 weights, rounded to float32",
+        "tensors": {
+            "input.a": "images in [-1, 1], [2,3,32,32]",
+            "input.b": "pair 0: a + 0.15 N(0,1) clamped; pair 1: unrelated image",
+            "output.d": "net(a, b, normalize=False), shape [2,1,1,1] as the package returns it",
+            "output.per_tap": "the 5 tap contributions [2,5] (retPerLayer=True), summing to d",
+            "grad.a": "d(sum(d))/da",
+        },
+        "weights_not_stored": "VGG16 weights are the ones scripts/setup.sh converts (sha256 pinned in scripts/_assets.py)",
+    }
+    save_fixture(OUT / "lpips_io.safetensors", tensors, cfg)
+
+
+# ---- (f) loss terms ---------------------------------------------------------
+# Written after latent-diffusion ldm/modules/losses/contperceptual.py
+# (LPIPSWithDiscriminator), taming-transformers
+# taming/modules/losses/vqperceptual.py (VQLPIPSWithDiscriminator,
+# hinge_d_loss, vanilla_d_loss, adopt_weight, calculate_adaptive_weight),
+# ldm/modules/losses/vqperceptual.py (measure_perplexity) and
+# taming/modules/vqvae/quantize.py VectorQuantizer2 (legacy flag).
+
+def adopt_weight(weight, global_step, threshold=0, value=0.0):
+    return value if global_step < threshold else weight
+
+
+def hinge_d_loss(logits_real, logits_fake):
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def vanilla_d_loss(logits_real, logits_fake):
+    return 0.5 * (F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean())
+
+
+def adaptive_weight(nll_grads, g_grads, disc_weight):
+    w = torch.linalg.vector_norm(nll_grads) / (torch.linalg.vector_norm(g_grads) + 1e-4)
+    return torch.clamp(w, 0.0, 1e4).detach() * disc_weight
+
+
+def make_losses() -> None:
+    g = gen(50)
+    f32 = {
+        "x": image_like(g, (2, 3, 8, 8)),
+        "xrec": image_like(g, (2, 3, 8, 8)),
+        "p_loss": (0.1 + 0.4 * torch.rand(2, 1, 1, 1, generator=g, dtype=torch.float64)).float(),
+        "nll_weights": (0.5 + torch.rand(2, 1, 1, 1, generator=g, dtype=torch.float64)).float(),
+        "posterior_mean": randn(g, 2, 4, 2, 2),
+        "posterior_logvar": (-1.0 + 0.8 * randn(g, 2, 4, 2, 2, dtype=torch.float64)).float(),
+        "logits_real": (0.5 + randn(g, 2, 1, 3, 3, dtype=torch.float64)).float(),
+        "logits_fake": (-0.3 + randn(g, 2, 1, 3, 3, dtype=torch.float64)).float(),
+        "logvar": torch.tensor([0.3], dtype=torch.float32),
+        "nll_grads": 0.01 * randn(g, 3, 16, 3, 3),
+        "g_grads": 0.03 * randn(g, 3, 16, 3, 3),
+        "z": randn(g, 2, 3, 4, 4),
+        "z_q": randn(g, 2, 3, 4, 4),
+        "indices": torch.randint(0, 12, (2, 4, 4), generator=g).float(),
+    }
+    t = {k: v.double() for k, v in f32.items()}
+    H = {"perceptual_weight": 1.0, "pixelloss_weight": 1.0, "kl_weight": 1e-6, "disc_weight": 0.5,
+         "disc_factor": 1.0, "disc_start": 100, "global_step": 100, "global_step_before": 99,
+         "codebook_weight": 1.0, "beta": 0.25, "n_embed": 16}
+    B = t["x"].shape[0]
+
+    rec = (t["x"] - t["xrec"]).abs() + H["perceptual_weight"] * t["p_loss"]
+    lv = t["logvar"][0]
+    nll = rec / torch.exp(lv) + lv
+    nll_loss = nll.sum() / B
+    weighted_nll_loss = (t["nll_weights"] * nll).sum() / B
+    mean, plv = t["posterior_mean"], t["posterior_logvar"].clamp(-30.0, 20.0)
+    kl = 0.5 * (mean.pow(2) + plv.exp() - 1.0 - plv).sum(dim=[1, 2, 3])
+    kl_loss = kl.sum() / B
+    g_loss = -t["logits_fake"].mean()
+    d_weight = adaptive_weight(t["nll_grads"], t["g_grads"], H["disc_weight"])
+    df = adopt_weight(H["disc_factor"], H["global_step"], threshold=H["disc_start"])
+    df0 = adopt_weight(H["disc_factor"], H["global_step_before"], threshold=H["disc_start"])
+    assert df == 1.0 and df0 == 0.0
+    loss_kl = weighted_nll_loss + H["kl_weight"] * kl_loss + d_weight * df * g_loss
+    loss_kl0 = weighted_nll_loss + H["kl_weight"] * kl_loss + d_weight * df0 * g_loss
+    d_hinge = df * hinge_d_loss(t["logits_real"], t["logits_fake"])
+    d_vanilla = df * vanilla_d_loss(t["logits_real"], t["logits_fake"])
+
+    nll_vq = rec.mean()
+    beta = H["beta"]
+    grads = {}
+    cb = {}
+    for legacy in (True, False):
+        z = t["z"].clone().requires_grad_(True)
+        zq = t["z_q"].clone().requires_grad_(True)
+        if legacy:
+            loss = ((zq.detach() - z) ** 2).mean() + beta * ((zq - z.detach()) ** 2).mean()
+        else:
+            loss = beta * ((zq.detach() - z) ** 2).mean() + ((zq - z.detach()) ** 2).mean()
+        loss.backward()
+        tag = "codebook_loss_legacy" if legacy else "codebook_loss_nonlegacy"
+        cb[tag] = loss.detach()
+        grads[f"grad.{tag}.z"] = z.grad
+        grads[f"grad.{tag}.z_q"] = zq.grad
+    loss_vq = nll_vq + d_weight * df * g_loss + H["codebook_weight"] * cb["codebook_loss_legacy"]
+
+    onehot = F.one_hot(t["indices"].long(), H["n_embed"]).double().reshape(-1, H["n_embed"])
+    avg = onehot.mean(0)
+    perplexity = torch.exp(-(avg * torch.log(avg + 1e-10)).sum())
+    cluster_use = (avg > 0).sum().double()
+
+    outs = {
+        "rec_loss": rec.mean(),
+        "nll_loss": nll_loss,
+        "weighted_nll_loss": weighted_nll_loss,
+        "kl_loss": kl_loss,
+        "g_loss": g_loss,
+        "d_weight": d_weight,
+        "loss_kl": loss_kl,
+        "loss_kl_before_disc_start": loss_kl0,
+        "d_loss_hinge": d_hinge,
+        "d_loss_vanilla": d_vanilla,
+        "nll_loss_vq": nll_vq,
+        "codebook_loss_legacy": cb["codebook_loss_legacy"],
+        "codebook_loss_nonlegacy": cb["codebook_loss_nonlegacy"],
+        "loss_vq": loss_vq,
+        "perplexity": perplexity,
+        "cluster_use": cluster_use,
+    }
+    tensors = {f"input.{k}": v for k, v in f32.items()}
+    tensors.update({f"output.{k}": v.reshape(1) for k, v in outs.items()})
+    tensors.update(grads)
+    cfg = {
+        "fixture": "losses",
+        "sources": [
+            "latent-diffusion ldm/modules/losses/contperceptual.py LPIPSWithDiscriminator (KL)",
+            "taming-transformers taming/modules/losses/vqperceptual.py VQLPIPSWithDiscriminator, hinge_d_loss, vanilla_d_loss, adopt_weight, calculate_adaptive_weight",
+            "latent-diffusion ldm/modules/losses/vqperceptual.py measure_perplexity",
+            "taming-transformers taming/modules/vqvae/quantize.py VectorQuantizer2 (legacy flag)",
+        ],
+        "hyper": H,
+        "compute": "float64 from the float32 inputs as stored, rounded to float32; every output is one scalar stored as shape [1]",
+        "inputs": {
+            "input.x / input.xrec": "inputs and reconstructions [2,3,8,8]",
+            "input.p_loss": "given LPIPS value per image [2,1,1,1] (broadcast over pixels)",
+            "input.nll_weights": "per-image `weights` argument of LPIPSWithDiscriminator.forward [2,1,1,1]",
+            "input.posterior_mean / input.posterior_logvar": "[2,4,2,2]",
+            "input.logits_real / input.logits_fake": "D(x), D(xrec) [2,1,3,3]",
+            "input.logvar": "the loss' logvar parameter, [1] (value 0.3)",
+            "input.nll_grads / input.g_grads": "stand-ins for d nll/dW and d g_loss/dW of the last decoder layer W [3,16,3,3]",
+            "input.z / input.z_q": "encoder output and its quantized version [2,3,4,4]",
+            "input.indices": "code indices [2,4,4] (float32), n_embed 16",
+        },
+        "formulas": {
+            "rec": "rec = |x - xrec| + perceptual_weight * p_loss  (tensor [2,3,8,8])",
+            "rec_loss": "mean(rec) (the logged value)",
+            "nll_loss": "sum(rec / exp(logvar) + logvar) / B   (KL variant: summed over C,H,W, then divided by the batch size)",
+            "weighted_nll_loss": "sum(nll_weights * (rec / exp(logvar) + logvar)) / B  (equals nll_loss when weights=None, the default)",
+            "kl_loss": "sum_b 0.5 * sum_{c,h,w}(mean^2 + exp(lv) - 1 - lv) / B, lv = clamp(posterior_logvar, -30, 20)",
+            "g_loss": "-mean(logits_fake)",
+            "d_weight": "clamp(||nll_grads||_2 / (||g_grads||_2 + 1e-4), 0, 1e4) * disc_weight (Frobenius norms over the whole tensor; detached)",
+            "disc_factor": "adopt_weight(disc_factor, global_step, threshold=disc_start) = 0 if global_step < disc_start else disc_factor",
+            "loss_kl": "weighted_nll_loss + kl_weight * kl_loss + d_weight * disc_factor * g_loss, global_step = 100 (disc_factor 1)",
+            "loss_kl_before_disc_start": "the same at global_step = 99 (disc_factor 0)",
+            "d_loss_hinge": "disc_factor * 0.5 * (mean(relu(1 - logits_real)) + mean(relu(1 + logits_fake)))",
+            "d_loss_vanilla": "disc_factor * 0.5 * (mean(softplus(-logits_real)) + mean(softplus(logits_fake)))",
+            "nll_loss_vq": "mean(rec)  (VQ variant: a plain mean, not sum/B)",
+            "codebook_loss_legacy": "mean((sg[z_q] - z)^2) + beta * mean((z_q - sg[z])^2)  (legacy=True, the default of taming/ldm/diffusers)",
+            "codebook_loss_nonlegacy": "beta * mean((sg[z_q] - z)^2) + mean((z_q - sg[z])^2)",
+            "note_on_legacy": "both codebook values are equal ((1 + beta) * mean((z_q - z)^2)); legacy only changes which path gets beta: see the grad.* tensors",
+            "grad.codebook_loss_*.z / .z_q": "gradients of that codebook loss w.r.t. z and z_q (z_q treated as the codebook rows)",
+            "loss_vq": "nll_loss_vq + d_weight * disc_factor * g_loss + codebook_weight * codebook_loss_legacy (global_step 100)",
+            "perplexity": "exp(-sum_k p_k log(p_k + 1e-10)), p_k = frequency of code k among all indices",
+            "cluster_use": "number of codes with p_k > 0",
+        },
+    }
+    save_fixture(OUT / "losses.safetensors", tensors, cfg)
+
+
+def main() -> None:
+    global VERSIONS
+    VERSIONS = versions()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"writing parity fixtures to {OUT.relative_to(ROOT)} ({VERSIONS})")
+    print("(a) AutoencoderKL")
+    kl = build_kl()
+    make_kl(kl)
+    print("(c) ldm names")
+    make_ldm(kl)
+    print("(b) VQModel")
+    make_vq()
+    print("(d) discriminators")
+    make_disc(use_actnorm=False)
+    make_disc(use_actnorm=True)
+    print("(e) LPIPS")
+    make_lpips()
+    print("(f) losses")
+    make_losses()
+    total = sum(
+        p.stat().st_size for p in OUT.rglob("*") if p.is_file() and p.suffix != ".ckpt"
+    )
+    print(f"total size of {OUT.relative_to(ROOT)}: {total} bytes")
+    if total >= SIZE_LIMIT:
+        die(f"fixtures take {total} bytes, over the {SIZE_LIMIT}-byte budget")
+
+
+if __name__ == "__main__":
+    main()
