@@ -19,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 run="$work/run"
 args=(autoencoder --config tiny/kl-f4.toml --run-dir "$run"
   --set "data.root=\"$data/train\"" --set "data.val_root=\"$data/val\""
-  --set data.size=32 --set model.resolution=32 --set train.batch_size=2
+  --set data.size=32 --set data.resize=32 --set model.resolution=32 --set train.batch_size=2
   --set train.max_steps=100000 --set loss.perceptual_weight=0 --set loss.disc_start=3
   --set checkpoint.every=1 --set checkpoint.keep_last=2
   --set logging.val_every=0 --set logging.image_every=0 --set logging.every=1)
