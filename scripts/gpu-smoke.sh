@@ -6,11 +6,11 @@
 #
 # Meant for a GPU machine that only runs what it is given: build here with
 #   cargo build --release -p ldm-train --features cuda
-# and carry the binary, the photos and the LPIPS weights inside the repo tree
-# (the device tool copies the working tree), e.g.
-#   mkdir -p gpu && cp target/release/ldm-train gpu/ && cp -r ~/.cache/ldm-train/weights gpu/
-# then run `BIN=gpu/ldm-train LDM_TRAIN_CACHE=gpu-cache bash scripts/gpu-smoke.sh`
-# with weights at $LDM_TRAIN_CACHE/weights/. Needs nvidia-smi for the memory peak.
+#   mkdir -p .device && cp target/release/ldm-train .device/ && cp -r ~/.cache/ldm-train/weights .device/
+# (.device/ is gitignored), carry `.device` and `datasets/photos` to the GPU
+# machine, and run there
+#   BIN=.device/ldm-train LDM_TRAIN_CACHE=.device bash scripts/gpu-smoke.sh
+# Needs nvidia-smi for the memory peak.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="${BIN:-./target/release/ldm-train}"
