@@ -154,17 +154,22 @@ pub fn evaluate<B: Backend>(
         let x =
             Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), [n, c, h, w]), device);
         let latent = ae.encode(x.clone()).mode();
-        if let (Some(q), Some(counts)) = (&ae.quantize, counts.as_mut()) {
-            let [b, e, lh, lw] = latent.dims();
-            let rows = latent
-                .clone()
-                .permute([0, 2, 3, 1])
-                .reshape([b * lh * lw, e]);
-            for i in q.nearest(rows).into_data().iter::<i64>() {
-                counts[i as usize] += 1;
+        // VQ: find the codes once, count them, and decode those codes
+        // (`decode` would search the codebook a second time).
+        let r = match (&ae.quantize, counts.as_mut()) {
+            (Some(q), Some(counts)) => {
+                let [b, e, lh, lw] = latent.dims();
+                let rows = latent.permute([0, 2, 3, 1]).reshape([b * lh * lw, e]);
+                let indices = q.nearest(rows);
+                for i in indices.clone().into_data().iter::<i64>() {
+                    counts[i as usize] += 1;
+                }
+                let codes = q.lookup(indices, [b, lh, lw]);
+                ae.decoder.conv_out.forward(ae.decode_features(codes))
             }
+            _ => ae.decode(latent),
         }
-        let r = ae.decode(latent).clamp(-1.0, 1.0);
+        .clamp(-1.0, 1.0);
         if let (Some(net), Some((real, fake))) = (scorers.inception, feats.as_mut()) {
             real.push(net.features(x.clone()));
             fake.push(net.features(r.clone()));
