@@ -54,9 +54,15 @@ def crop(im: Image.Image, size: int, rng: random.Random | None) -> torch.Tensor:
     return x.flip(2) if rng is not None and rng.random() < 0.5 else x
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+def psnr(x: torch.Tensor, y: torch.Tensor, luma: bool = False) -> float:
+    """Mean PSNR (peak 1) over images; of BT.601 luma only with `luma`, as
+    ldm-train's `psnr_y` (colour errors show as the gap between the two)."""
     unit = lambda t: (t.clamp(-1, 1) + 1) / 2  # noqa: E731
-    mse = ((unit(x) - unit(y)) ** 2).flatten(1).mean(1)
+    x, y = unit(x), unit(y)
+    if luma:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        x, y = (x * w).sum(1), (y * w).sum(1)
+    mse = ((x - y) ** 2).flatten(1).mean(1)
     return float((-10 * mse.log10()).mean())
 
 
@@ -91,7 +97,7 @@ def main() -> None:
         model.quant_conv.bias[3:] = -6.0
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, betas=tuple(a.betas))
     base = F.interpolate(F.avg_pool2d(vx, 4), scale_factor=4, mode="bilinear", align_corners=False)
-    print(f"baseline PSNR {psnr(vx, base):.2f} dB", flush=True)
+    print(f"baseline PSNR {psnr(vx, base):.2f} dB (luma {psnr(vx, base, True):.2f})", flush=True)
     start = time.time()
     for step in range(1, a.steps + 1):
         x = torch.stack([crop(rng.choice(train), a.crop, rng) for _ in range(a.batch)])
@@ -106,8 +112,8 @@ def main() -> None:
                 model.eval()
                 vr = model.decode(model.encode(vx).latent_dist.mode()).sample
                 model.train()
-            print(f"step {step}: val PSNR {psnr(vx, vr):.2f} dB ({time.time() - start:.0f} s)",
-                  flush=True)
+            print(f"step {step}: val PSNR {psnr(vx, vr):.2f} dB (luma {psnr(vx, vr, True):.2f}) "
+                  f"({time.time() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

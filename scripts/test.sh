@@ -18,7 +18,7 @@ data="$PWD/datasets/photos"
   --set loss.disc_start=3 --set logging.every=1 --set logging.image_every=3 --set logging.val_every=3
 # 4 tiles of 32 px per row, 2 rows (inputs over reconstructions), 2 px padding: 138×70.
 bash scripts/tensorboard_check.sh "$tb/run" \
-  --expect-scalars train/loss,train/rec_loss,train/p_loss,train/kl_loss,train/g_loss,train/disc_loss,train/d_weight,train/logits_real,train/logits_fake,train/lr,perf/images_per_sec,perf/step_time,val/psnr,val/rfid \
+  --expect-scalars train/loss,train/rec_loss,train/p_loss,train/kl_loss,train/g_loss,train/disc_loss,train/d_weight,train/logits_real,train/logits_fake,train/lr,perf/images_per_sec,perf/step_time,val/psnr,val/psnr_y,val/rfid \
   --expect-image train/reconstructions --image-size 138x70
 bash scripts/crash_test.sh
 echo "all tests passed"

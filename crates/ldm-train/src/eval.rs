@@ -1,5 +1,5 @@
-//! Reconstruction quality of an autoencoder over a folder: PSNR, SSIM and
-//! LPIPS per image and on average, rFID over the set, and (VQ) code usage,
+//! Reconstruction quality of an autoencoder over a folder: PSNR (RGB and
+//! luma), SSIM and LPIPS per image and on average, rFID over the set, and (VQ) code usage,
 //! next to the downsample baseline at the same factor; used by
 //! `ldm-train eval autoencoder` and in-training validation.
 
@@ -18,7 +18,7 @@ use crate::assets;
 use crate::checkpoint::{self, LoadedCheckpoint};
 use crate::config::{self, AutoencoderRunConfig, ConfigSource};
 use crate::fid::{frechet_distance, FeatureSet};
-use crate::metrics::{downsample_baseline, psnr, ssim};
+use crate::metrics::{downsample_baseline, psnr, psnr_luma, ssim};
 use crate::weights;
 
 /// The scores of one image, or their means over a folder.
@@ -26,6 +26,9 @@ use crate::weights;
 pub struct Scores {
     /// PSNR of the reconstruction (dB).
     pub psnr: f64,
+    /// PSNR of its BT.601 luma alone (dB): with `psnr`, tells colour errors
+    /// from structure errors.
+    pub psnr_y: f64,
     /// SSIM of the reconstruction.
     pub ssim: f64,
     /// LPIPS of the reconstruction (None without LPIPS weights).
@@ -34,6 +37,8 @@ pub struct Scores {
     pub l1: f64,
     /// PSNR of the downsample-upsample baseline at the same f.
     pub baseline_psnr: f64,
+    /// Luma PSNR of that baseline.
+    pub baseline_psnr_y: f64,
     /// SSIM of that baseline.
     pub baseline_ssim: f64,
 }
@@ -176,6 +181,8 @@ pub fn evaluate<B: Backend>(
         }
         let base = downsample_baseline(x.clone(), f);
         let p = psnr(x.clone(), r.clone());
+        let py = psnr_luma(x.clone(), r.clone());
+        let bpy = psnr_luma(x.clone(), base.clone());
         let s = ssim(x.clone(), r.clone());
         let bp = psnr(x.clone(), base.clone());
         let bs = ssim(x.clone(), base);
@@ -222,10 +229,12 @@ pub fn evaluate<B: Backend>(
                 path: batch.paths[i].clone(),
                 scores: Scores {
                     psnr: p[i],
+                    psnr_y: py[i],
                     ssim: s[i],
                     lpips: lp.as_ref().map(|v| v[i]),
                     l1: l1[i],
                     baseline_psnr: bp[i],
+                    baseline_psnr_y: bpy[i],
                     baseline_ssim: bs[i],
                 },
             });
@@ -240,10 +249,12 @@ pub fn evaluate<B: Backend>(
     let mean = |g: fn(&Scores) -> f64| per_image.iter().map(|i| g(&i.scores)).sum::<f64>() / n;
     let mean = Scores {
         psnr: mean(|s| s.psnr),
+        psnr_y: mean(|s| s.psnr_y),
         ssim: mean(|s| s.ssim),
         lpips: lpips.map(|_| mean(|s| s.lpips.unwrap_or(0.0))),
         l1: mean(|s| s.l1),
         baseline_psnr: mean(|s| s.baseline_psnr),
+        baseline_psnr_y: mean(|s| s.baseline_psnr_y),
         baseline_ssim: mean(|s| s.baseline_ssim),
     };
     let codes = counts.map(|c| {
@@ -320,9 +331,10 @@ pub fn run<B: Backend>(a: EvalArgs, device: &B::Device) -> Result<()> {
             .unwrap_or_else(|| "n/a".into())
     };
     println!(
-        "{} images at {size}² (f = {f}): PSNR {:.2} dB, SSIM {:.4}, LPIPS {}, rFID {}, L1 {:.4}",
+        "{} images at {size}² (f = {f}): PSNR {:.2} dB (luma {:.2}), SSIM {:.4}, LPIPS {}, rFID {}, L1 {:.4}",
         rep.images,
         rep.mean.psnr,
+        rep.mean.psnr_y,
         rep.mean.ssim,
         opt(rep.mean.lpips, 4),
         opt(rep.rfid, 2),
@@ -335,8 +347,8 @@ pub fn run<B: Backend>(a: EvalArgs, device: &B::Device) -> Result<()> {
         );
     }
     println!(
-        "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB, SSIM {:.4}",
-        rep.mean.baseline_psnr, rep.mean.baseline_ssim
+        "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB (luma {:.2}), SSIM {:.4}",
+        rep.mean.baseline_psnr, rep.mean.baseline_psnr_y, rep.mean.baseline_ssim
     );
     println!("wrote {} and reconstructions", json.display());
     Ok(())

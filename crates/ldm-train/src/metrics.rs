@@ -1,5 +1,5 @@
-//! Reconstruction metrics per image: PSNR, SSIM, and the trivial
-//! downsample-then-upsample baseline they are compared against.
+//! Reconstruction metrics per image: PSNR (RGB and luma), SSIM, and the
+//! trivial downsample-then-upsample baseline they are compared against.
 //!
 //! Images are in [−1, 1] and are clamped and mapped to [0, 1] first, so the
 //! numbers match the usual 8-bit-range definitions (peak = 1).
@@ -25,6 +25,25 @@ fn per_image<B: Backend>(t: Tensor<B, 4>) -> Vec<f64> {
 /// PSNR in dB per image (peak 1 on the [0, 1] scale); ∞ for identical images.
 pub fn psnr<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
     let mse = per_image((unit(x) - unit(y)).powi_scalar(2));
+    mse.into_iter().map(|m| -10.0 * m.log10()).collect()
+}
+
+/// ITU-R BT.601 luma weights of R, G, B: the Y of YCbCr on which the
+/// super-resolution literature reports PSNR.
+const BT601_LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+/// PSNR of the BT.601 luma channel only, in dB per image (peak 1).
+///
+/// Next to [`psnr`] this separates the two ways a reconstruction can fail:
+/// structure and brightness (luma) versus colour. A small autoencoder early in
+/// training typically matches the baseline's luma long before its colours.
+pub fn psnr_luma<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
+    let [_, c, _, _] = x.dims();
+    assert_eq!(c, 3, "psnr_luma needs RGB images, got {c} channels");
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(BT601_LUMA.to_vec(), [3]), &x.device())
+        .reshape([1, 3, 1, 1]);
+    let luma = |t: Tensor<B, 4>| (unit(t) * weights.clone()).sum_dim(1);
+    let mse = per_image((luma(x) - luma(y)).powi_scalar(2));
     mse.into_iter().map(|m| -10.0 * m.log10()).collect()
 }
 
@@ -92,6 +111,22 @@ mod tests {
         // +0.2 in [−1, 1] is +0.1 in [0, 1]: MSE 0.01 → 20 dB.
         let y = x.clone() + 0.2;
         assert!((psnr(x, y)[0] - 20.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn luma_psnr_ignores_luma_neutral_colour_shifts() {
+        let dev = Default::default();
+        let x = Tensor::<Flex, 4>::zeros([2, 3, 4, 4], &dev);
+        // A grey shift of +0.1 (unit scale) moves luma by 0.1 as well: 20 dB.
+        let grey = x.clone() + 0.2;
+        assert!((psnr_luma(x.clone(), grey)[0] - 20.0).abs() < 1e-3);
+        // Red up and green down in the ratio of their luma weights leave luma
+        // unchanged, so only the RGB PSNR sees the colour error.
+        let shift = [0.2 * 0.587, -0.2 * 0.299, 0.0];
+        let tint = Tensor::<Flex, 1>::from_floats(shift, &dev).reshape([1, 3, 1, 1]);
+        let tinted = x.clone() + tint;
+        assert!(psnr_luma(x.clone(), tinted.clone())[0] > 60.0);
+        assert!(psnr(x, tinted)[0] < 30.0);
     }
 
     #[test]

@@ -253,6 +253,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 tb.add_scalar("val/ssim", rep.mean.ssim as f32, step)?;
                 tb.add_scalar("val/rec_loss", rep.mean.l1 as f32, step)?;
                 tb.add_scalar("val/baseline_psnr", rep.mean.baseline_psnr as f32, step)?;
+                tb.add_scalar("val/psnr_y", rep.mean.psnr_y as f32, step)?;
+                tb.add_scalar("val/baseline_psnr_y", rep.mean.baseline_psnr_y as f32, step)?;
                 if let Some(l) = rep.mean.lpips {
                     tb.add_scalar("val/lpips", l as f32, step)?;
                 }
@@ -266,8 +268,12 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 progress::note(
                     &pb,
                     format!(
-                        "step {step}: val PSNR {:.2} dB (baseline {:.2}), SSIM {:.3}",
-                        rep.mean.psnr, rep.mean.baseline_psnr, rep.mean.ssim
+                        "step {step}: val PSNR {:.2} dB (baseline {:.2}; luma {:.2} vs {:.2}), SSIM {:.3}",
+                        rep.mean.psnr,
+                        rep.mean.baseline_psnr,
+                        rep.mean.psnr_y,
+                        rep.mean.baseline_psnr_y,
+                        rep.mean.ssim
                     ),
                 );
             }
