@@ -24,7 +24,12 @@ fn per_image<B: Backend>(t: Tensor<B, 4>) -> Vec<f64> {
 
 /// PSNR in dB per image (peak 1 on the [0, 1] scale); ∞ for identical images.
 pub fn psnr<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
-    let mse = per_image((unit(x) - unit(y)).powi_scalar(2));
+    psnr_unit(unit(x), unit(y))
+}
+
+/// PSNR per image of tensors already on the [0, 1] scale (any channels).
+fn psnr_unit<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
+    let mse = per_image((x - y).powi_scalar(2));
     mse.into_iter().map(|m| -10.0 * m.log10()).collect()
 }
 
@@ -43,8 +48,7 @@ pub fn psnr_luma<B: Backend>(x: Tensor<B, 4>, y: Tensor<B, 4>) -> Vec<f64> {
     let weights = Tensor::<B, 1>::from_data(TensorData::new(BT601_LUMA.to_vec(), [3]), &x.device())
         .reshape([1, 3, 1, 1]);
     let luma = |t: Tensor<B, 4>| (unit(t) * weights.clone()).sum_dim(1);
-    let mse = per_image((luma(x) - luma(y)).powi_scalar(2));
-    mse.into_iter().map(|m| -10.0 * m.log10()).collect()
+    psnr_unit(luma(x), luma(y))
 }
 
 /// Gaussian window (11×11, σ = 1.5) as a depthwise conv weight for 3 channels.
