@@ -116,6 +116,12 @@ impl<B: Backend> Autoencoder<B> {
             Some(q) => q.quantize(z),
             None => z,
         };
+        self.decode_quantized(z)
+    }
+
+    /// Image from a latent already in decoder space (KL sample, or VQ codes
+    /// looked up by the caller), without quantizing again.
+    pub fn decode_quantized(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         self.decoder.conv_out.forward(self.decode_features(z))
     }
 

@@ -1,7 +1,7 @@
 //! Reconstruction quality of an autoencoder over a folder: PSNR (RGB and
-//! luma), SSIM and LPIPS per image and on average, rFID over the set, and (VQ) code usage,
-//! next to the downsample baseline at the same factor; used by
-//! `ldm-train eval autoencoder` and in-training validation.
+//! luma), SSIM and LPIPS per image and on average, rFID over the set, and
+//! (VQ) code usage, next to the downsample baseline at the same factor; used
+//! by `ldm-train eval autoencoder` and in-training validation.
 
 use std::path::{Path, PathBuf};
 
@@ -170,7 +170,7 @@ pub fn evaluate<B: Backend>(
                     counts[i as usize] += 1;
                 }
                 let codes = q.lookup(indices, [b, lh, lw]);
-                ae.decoder.conv_out.forward(ae.decode_features(codes))
+                ae.decode_quantized(codes)
             }
             _ => ae.decode(latent),
         }
