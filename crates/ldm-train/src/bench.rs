@@ -15,6 +15,7 @@ use crate::config;
 
 /// Which work one timed iteration does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BenchMode {
     /// The configured loss (L1 + LPIPS + KL, GAN from step 0).
     Full,
@@ -41,11 +42,15 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// What to time.
     pub mode: BenchMode,
+    /// Name of the backend it runs on (reported, not chosen, here).
+    pub backend: &'static str,
 }
 
 /// Result line of a benchmark (also printed as JSON).
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    /// Backend (flex, libtorch, cuda).
+    pub backend: &'static str,
     /// Mode.
     pub mode: BenchMode,
     /// Batch × size.
@@ -114,6 +119,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device) -> Result<Ben
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     Ok(BenchReport {
+        backend: args.backend,
         mode: args.mode,
         batch: args.batch,
         size: args.size,

@@ -14,8 +14,8 @@ use ldm_train::import::{self, Format, ImportArgs};
 use ldm_train::shipped;
 use ldm_train::train_autoencoder::{self, TrainArgs};
 
-/// Train latent-diffusion autoencoders with burn (CPU or CUDA), resume exactly,
-/// log to TensorBoard, evaluate reconstructions.
+/// Train latent-diffusion autoencoders with burn (CPU: Flex or LibTorch; CUDA),
+/// resume exactly, log to TensorBoard, evaluate reconstructions.
 #[derive(Parser, Debug)]
 #[command(name = "ldm-train", version, about, long_about = None)]
 struct Cli {
@@ -44,6 +44,16 @@ enum Command {
     /// Export a checkpoint's autoencoder as a diffusers folder or an
     /// LDM/SD-style `first_stage_model.*` safetensors file.
     Export(ExportCli),
+}
+
+/// The `--device` option of every command that computes.
+#[derive(Args, Debug)]
+struct DeviceOpt {
+    /// Backend and device: `cpu` (the fastest CPU backend of this build:
+    /// libtorch when built with `--features tch`, else flex), `flex` (pure
+    /// Rust), `libtorch`, `cuda` or `cuda:N` (`--features cuda`).
+    #[arg(long = "device", value_name = "DEVICE", default_value = "cpu")]
+    arg: DeviceArg,
 }
 
 #[derive(Args, Debug)]
@@ -94,9 +104,8 @@ struct TrainCli {
     /// Override any config key, e.g. `--set train.max_steps=100` (repeatable; values are TOML).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceOpt,
     /// Continue from a checkpoint: the run directory's latest, or the given
     /// checkpoint / checkpoints directory / run directory.
     #[arg(long, num_args = 0..=1, value_name = "PATH")]
@@ -143,9 +152,8 @@ struct EvalCli {
     /// Skip rFID (Inception features of inputs and reconstructions).
     #[arg(long)]
     no_fid: bool,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceOpt,
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,9 +185,8 @@ struct BenchCli {
     /// What to time.
     #[arg(long, value_enum, default_value = "full")]
     mode: BenchMode,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceArg,
+    #[command(flatten)]
+    device: DeviceOpt,
 }
 
 struct TrainJob(TrainArgs);
@@ -221,6 +228,7 @@ impl Job for BenchJob {
             steps: a.steps,
             warmup: a.warmup,
             mode: a.mode,
+            backend: a.device.arg.backend_name(),
         };
         let rep = bench::run::<B>(args, device)?;
         println!("{}", serde_json::to_string(&rep)?);
@@ -232,7 +240,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Autoencoder(t) => dispatch(
-            t.device,
+            t.device.arg,
             TrainJob(TrainArgs {
                 config: t.config,
                 overrides: t.set,
@@ -241,8 +249,8 @@ fn main() -> ExitCode {
                 init_from: t.init_from,
             }),
         ),
-        Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device, EvalJob(e)),
-        Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device, BenchJob(b)),
+        Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
+        Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),
         Command::Import(i) => import::run(&ImportArgs {
             from: i.from,
             path: i.path,

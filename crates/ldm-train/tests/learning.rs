@@ -1,81 +1,79 @@
 //! Training on real photos learns: the reconstruction loss falls, the
 //! checkpoint evaluates, and reconstructions are written.
+//!
+//! The bars hold across seeds with a margin, not only for the config's seed:
+//! float results depend on the CPU (see the README on exact resume), so the
+//! trajectory of one seed differs between machines as a change of seed does.
+//! `learning_spread` (ignored; `cargo test --release -p ldm-train --test
+//! learning -- --ignored --nocapture`) re-measures the figures quoted in
+//! `common::KL_MAX_RATIO` and below.
 
 mod common;
 use common::*;
 
-fn mean_of(lines: &[String], key: &str) -> f64 {
-    let v: Vec<f64> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    v.iter().sum::<f64>() / v.len() as f64
-}
+/// Bars of the VQ recipe. Measured on Flex, this machine, seeds 0–4 and 23:
+/// L1 ratio 0.680–0.756 (0.711, 0.756, 0.728, 0.680, 0.689, 0.687), PSNR
+/// 14.08–14.90, codes used on the held-out photos 327–537 of 1024. Margins:
+/// 0.094 in ratio, 1.58 dB, and a collapse to under 100 codes.
+const VQ_MAX_RATIO: f64 = 0.85;
+const VQ_MIN_PSNR: f64 = 12.5;
+const VQ_MIN_CODES: u64 = 100;
 
-/// Trains `config` for 80 steps on the six held-out photos (no augmentation:
-/// a small fixed target, so the fall of the loss is not buried in batch
-/// noise), asserts the L1 fell to at most `ratio` × its start, evaluates the
-/// checkpoint and returns eval.json.
-fn learns(config: &str, tag: &str, ratio: f64) -> serde_json::Value {
-    let d = tmp(tag);
-    let run = d.join("run");
-    let data = format!("data.root=\"{}\"", photos("val").display());
-    ok(&train_config(
-        config,
-        &run,
-        &[
-            &data,
-            "data.random_crop=false",
-            "data.hflip=false",
-            "train.max_steps=80",
-            "loss.perceptual_weight=0",
-            "loss.disc_start=1000",
-            "checkpoint.every=40",
-        ],
-        false,
-    ));
-    let lines = metrics_after(&run, 0);
-    let first = mean_of(&lines[..10], "rec_loss");
-    let last = mean_of(&lines[lines.len() - 10..], "rec_loss");
-    assert!(
-        last < ratio * first,
-        "{config}: rec_loss {first:.4} → {last:.4}"
-    );
-    assert!(run.join("samples/recon-00000080.png").is_file());
-
-    let out_dir = d.join("eval");
-    let out = eval(&run, &["--out", &out_dir.display().to_string()]);
-    ok(&out);
-    let rep: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(rep["images"].as_u64(), Some(6));
-    assert!(std::fs::read_dir(&out_dir).unwrap().count() >= 7);
-    let _ = std::fs::remove_dir_all(d);
-    rep
-}
-
-/// Stated bar: the mean L1 of the last 10 steps is at most 0.8× that of the
-/// first 10 (measured with the tiny config: 0.41 → 0.18, a ratio of 0.44).
 #[test]
 fn loss_falls_and_eval_reports() {
-    let rep = learns("tiny/kl-f4.toml", "learn-kl", 0.8);
-    let psnr = rep["psnr"].as_f64().unwrap();
-    assert!(psnr > 15.0, "PSNR {psnr}");
-    let rfid = rep["rfid"].as_f64().expect("rFID is reported");
+    let l = learn("tiny/kl-f4.toml", "learn-kl", "flex", &[]);
+    assert!(
+        l.ratio() < KL_MAX_RATIO,
+        "rec_loss {:.4} → {:.4}",
+        l.first,
+        l.last
+    );
+    assert!(l.psnr() > KL_MIN_PSNR, "PSNR {}", l.psnr());
+    let rfid = l.eval["rfid"].as_f64().expect("rFID is reported");
     assert!(rfid.is_finite() && rfid >= 0.0, "rFID {rfid}");
-    assert!(rep["codes"].is_null(), "a KL model has no codebook");
+    assert!(l.eval["codes"].is_null(), "a KL model has no codebook");
 }
 
-/// The VQ model learns under the same bar, and eval reports its code usage.
+/// The VQ model learns, and eval reports its code usage.
 #[test]
 fn vq_loss_falls_and_eval_reports_code_usage() {
-    let rep = learns("tiny/vq-f4.toml", "learn-vq", 0.8);
-    let codes = &rep["codes"];
+    let l = learn("tiny/vq-f4.toml", "learn-vq", "flex", &[]);
+    assert!(
+        l.ratio() < VQ_MAX_RATIO,
+        "rec_loss {:.4} → {:.4}",
+        l.first,
+        l.last
+    );
+    assert!(l.psnr() > VQ_MIN_PSNR, "PSNR {}", l.psnr());
+    let codes = &l.eval["codes"];
     assert_eq!(codes["n_embed"].as_u64(), Some(1024));
     let used = codes["used"].as_u64().unwrap();
-    assert!(used >= 2, "the codebook collapsed to {used} code(s)");
+    assert!(
+        used >= VQ_MIN_CODES,
+        "the codebook collapsed to {used} code(s)"
+    );
+}
+
+/// Prints the figures behind the bars for seeds `LDM_SEEDS` (default
+/// 0,1,2,3,4,23) on `LDM_DEVICE` (default flex). Run it under
+/// `scripts/fake_cpu_caches.sh` to see another CPU's trajectories.
+#[test]
+#[ignore = "measurement: ~10 min on 2 cores"]
+fn learning_spread() {
+    let seeds = std::env::var("LDM_SEEDS").unwrap_or_else(|_| "0,1,2,3,4,23".into());
+    let device = std::env::var("LDM_DEVICE").unwrap_or_else(|_| "flex".into());
+    for config in ["tiny/kl-f4.toml", "tiny/vq-f4.toml"] {
+        for seed in seeds.split(',') {
+            let set = format!("train.seed={seed}");
+            let l = learn(config, &format!("spread-{seed}"), &device, &[&set]);
+            println!(
+                "{config} {device} seed {seed}: rec_loss {:.4} -> {:.4} (ratio {:.3}), PSNR {:.2}, codes used {}",
+                l.first,
+                l.last,
+                l.ratio(),
+                l.psnr(),
+                l.eval["codes"]["used"]
+            );
+        }
+    }
 }
