@@ -20,7 +20,7 @@ else
   backends="flex"
   cargo build --release -q -p ldm-train
 fi
-b=./target/release/ldm-train
+b="${CARGO_TARGET_DIR:-target}/release/ldm-train"
 bash scripts/ref_venv.sh
 py="$CACHE/ref-venv/bin/python"
 lines="$(mktemp)"

@@ -14,7 +14,7 @@ steps="${STEPS:-400}"
 root="runs/compare-$steps"
 bash scripts/setup.sh
 cargo build --release -p ldm-train
-bin=./target/release/ldm-train
+bin="${CARGO_TARGET_DIR:-target}/release/ldm-train"
 
 # name | config | extra overrides
 variants=(

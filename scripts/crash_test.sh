@@ -8,7 +8,7 @@
 #   bash scripts/crash_test.sh            # 12 kills (KILLS=N to change, SEED=N to vary)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin="${LDM_TRAIN_BIN:-target/release/ldm-train}"
+bin="${LDM_TRAIN_BIN:-${CARGO_TARGET_DIR:-target}/release/ldm-train}"
 kills="${KILLS:-12}"
 RANDOM="${SEED:-7}"
 [[ -x "$bin" ]] || { echo "crash_test: $bin not built (cargo build --release)" >&2; exit 1; }

@@ -9,10 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 cargo build --release --features tch
 device="${DEVICE:-cpu}"
+bin="${CARGO_TARGET_DIR:-target}/release/ldm-train"
 run="${RUN_DIR:-runs/quickstart}"
 resume=()
 [[ -f "$run/checkpoints/latest" ]] && resume=(--resume)
-./target/release/ldm-train autoencoder --config configs/tiny/kl-f4.toml --run-dir "$run" --device "$device" "${resume[@]}" "$@"
-./target/release/ldm-train eval autoencoder --checkpoint "$run" --data datasets/photos/val --out "$run/eval" --device "$device"
+"$bin" autoencoder --config configs/tiny/kl-f4.toml --run-dir "$run" --device "$device" "${resume[@]}" "$@"
+"$bin" eval autoencoder --checkpoint "$run" --data datasets/photos/val --out "$run/eval" --device "$device"
 echo
 echo "reconstructions: $run/eval/*.png and $run/samples/; TensorBoard: tensorboard --logdir runs/"

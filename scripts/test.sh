@@ -18,7 +18,7 @@ cargo build --release -p ldm-train
 tb="$(mktemp -d)"
 trap 'rm -rf "$tb"' EXIT
 data="$PWD/datasets/photos"
-./target/release/ldm-train autoencoder --config tiny/kl-f4.toml --run-dir "$tb/run" \
+"${CARGO_TARGET_DIR:-target}/release/ldm-train" autoencoder --config tiny/kl-f4.toml --run-dir "$tb/run" \
   --set "data.root=\"$data/train\"" --set "data.val_root=\"$data/val\"" \
   --set data.size=32 --set data.resize=32 --set model.resolution=32 --set train.batch_size=4 --set train.max_steps=6 \
   --set loss.disc_start=3 --set logging.every=1 --set logging.image_every=3 --set logging.val_every=3
