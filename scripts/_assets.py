@@ -912,7 +912,7 @@ def build_inception(cache: Path, fid_whl: Path) -> tuple[Path, str, bool]:
 # wheel.  libtorch_cpu.so still names libcudart and libcupti as NEEDED; those
 # two come from their own (small) nvidia wheels.
 LIBTORCH_TORCH_LIBS = ("libc10.so", "libgomp.so.1", "libtorch.so", "libtorch_cpu.so")
-LIBTORCH_CUDA_STUBS = {
+LIBTORCH_CUDA_RUNTIME = {
     "cudart": "nvidia/cuda_runtime/lib/libcudart.so.12",
     "cupti": "nvidia/cuda_cupti/lib/libcupti.so.12",
 }
@@ -951,8 +951,8 @@ def build_libtorch(cache: Path, torch_whl: Path, cudart_whl: Path,
                 if f"torch/lib/{lib}" not in names:
                     raise AssetError(f"{torch_whl.name} has no torch/lib/{lib}")
                 _unzip_member(z, f"torch/lib/{lib}", staging / "lib" / lib)
-        for whl, member in ((cudart_whl, LIBTORCH_CUDA_STUBS["cudart"]),
-                            (cupti_whl, LIBTORCH_CUDA_STUBS["cupti"])):
+        for whl, member in ((cudart_whl, LIBTORCH_CUDA_RUNTIME["cudart"]),
+                            (cupti_whl, LIBTORCH_CUDA_RUNTIME["cupti"])):
             with zipfile.ZipFile(whl) as z:
                 if member not in z.namelist():
                     raise AssetError(f"{whl.name} has no {member}")

@@ -185,6 +185,18 @@ impl Learned {
     pub fn psnr(&self) -> f64 {
         self.eval["psnr"].as_f64().unwrap()
     }
+
+    /// Asserts the two "it learned" bars: the L1 fell below `max_ratio` of
+    /// its start, and the held-out PSNR is above `min_psnr`.
+    pub fn assert_learned(&self, max_ratio: f64, min_psnr: f64) {
+        assert!(
+            self.ratio() < max_ratio,
+            "rec_loss {:.4} → {:.4}",
+            self.first,
+            self.last
+        );
+        assert!(self.psnr() > min_psnr, "PSNR {}", self.psnr());
+    }
 }
 
 /// The recipe every "it learned" bar is measured on: `config` for 80 steps

@@ -22,13 +22,7 @@ const VQ_MIN_CODES: u64 = 100;
 #[test]
 fn loss_falls_and_eval_reports() {
     let l = learn("tiny/kl-f4.toml", "learn-kl", "flex", &[]);
-    assert!(
-        l.ratio() < KL_MAX_RATIO,
-        "rec_loss {:.4} → {:.4}",
-        l.first,
-        l.last
-    );
-    assert!(l.psnr() > KL_MIN_PSNR, "PSNR {}", l.psnr());
+    l.assert_learned(KL_MAX_RATIO, KL_MIN_PSNR);
     let rfid = l.eval["rfid"].as_f64().expect("rFID is reported");
     assert!(rfid.is_finite() && rfid >= 0.0, "rFID {rfid}");
     assert!(l.eval["codes"].is_null(), "a KL model has no codebook");
@@ -38,13 +32,7 @@ fn loss_falls_and_eval_reports() {
 #[test]
 fn vq_loss_falls_and_eval_reports_code_usage() {
     let l = learn("tiny/vq-f4.toml", "learn-vq", "flex", &[]);
-    assert!(
-        l.ratio() < VQ_MAX_RATIO,
-        "rec_loss {:.4} → {:.4}",
-        l.first,
-        l.last
-    );
-    assert!(l.psnr() > VQ_MIN_PSNR, "PSNR {}", l.psnr());
+    l.assert_learned(VQ_MAX_RATIO, VQ_MIN_PSNR);
     let codes = &l.eval["codes"];
     assert_eq!(codes["n_embed"].as_u64(), Some(1024));
     let used = codes["used"].as_u64().unwrap();

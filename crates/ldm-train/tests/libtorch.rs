@@ -127,11 +127,5 @@ fn flex_and_libtorch_take_the_same_steps() {
 #[test]
 fn libtorch_training_learns() {
     let l = learn("tiny/kl-f4.toml", "learn-tch", "libtorch", &[]);
-    assert!(
-        l.ratio() < KL_MAX_RATIO,
-        "rec_loss {:.4} → {:.4}",
-        l.first,
-        l.last
-    );
-    assert!(l.psnr() > KL_MIN_PSNR, "PSNR {}", l.psnr());
+    l.assert_learned(KL_MAX_RATIO, KL_MIN_PSNR);
 }
