@@ -1,13 +1,16 @@
 //! ldm-diffusion: the arithmetic of latent diffusion, kept apart from any
 //! network — noise schedules (the reference's scaled-linear "linear", plain
 //! linear, cosine; zero-terminal-SNR rescale), what the model predicts (ε,
-//! x0 or v) and how a prediction converts back, and min-SNR-γ loss weights.
+//! x0 or v) and how a prediction converts back, min-SNR-γ loss weights, and
+//! the timesteps and DDIM noise levels samplers use.
 //! Everything here works on per-timestep scalars (f64), so trainers and
 //! samplers apply it to tensors of any backend.
 
 pub mod parameterization;
 pub mod schedule;
+pub mod timesteps;
 pub mod weighting;
 
 pub use parameterization::Parameterization;
 pub use schedule::{BetaSchedule, NoiseSchedule};
+pub use timesteps::{sampling_timesteps, Spacing};
