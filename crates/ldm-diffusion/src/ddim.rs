@@ -24,7 +24,6 @@ impl<B: Backend, F: FnMut(Tensor<B, 4>, usize) -> Tensor<B, 4>> Denoiser<B> for 
 
 /// One DDIM update from x_t (ᾱ = `alpha`) to the level `alpha_prev`, given
 /// the model's `pred`; `noise` is drawn only when σ > 0.
-#[allow(clippy::too_many_arguments)]
 pub fn ddim_step<B: Backend>(
     param: Parameterization,
     x: Tensor<B, 4>,

@@ -23,22 +23,35 @@ pub enum DeviceArg {
     Cuda(usize),
 }
 
+/// The backend a [`DeviceArg`] stands for in this build (`cpu` resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// burn's pure-Rust CPU backend.
+    Flex,
+    /// burn-tch on the CPU.
+    LibTorch,
+    /// burn-cuda on GPU `i`.
+    Cuda(usize),
+}
+
 impl DeviceArg {
-    /// The backend `cpu` stands for in this build.
-    pub fn resolved(self) -> Self {
+    /// The backend this names in this build: `cpu` is libtorch when built
+    /// in, else flex.
+    pub fn backend(self) -> Backend {
         match self {
-            Self::Cpu if cfg!(feature = "tch") => Self::LibTorch,
-            Self::Cpu => Self::Flex,
-            other => other,
+            Self::Cpu if cfg!(feature = "tch") => Backend::LibTorch,
+            Self::Cpu | Self::Flex => Backend::Flex,
+            Self::LibTorch => Backend::LibTorch,
+            Self::Cuda(i) => Backend::Cuda(i),
         }
     }
 
-    /// Short name of the resolved backend, for logs and benchmark lines.
+    /// Short name of the backend, for logs and benchmark lines.
     pub fn backend_name(self) -> &'static str {
-        match self.resolved() {
-            Self::Flex | Self::Cpu => "flex",
-            Self::LibTorch => "libtorch",
-            Self::Cuda(_) => "cuda",
+        match self.backend() {
+            Backend::Flex => "flex",
+            Backend::LibTorch => "libtorch",
+            Backend::Cuda(_) => "cuda",
         }
     }
 }
@@ -70,25 +83,25 @@ pub trait Job {
 
 /// Runs `job` on the backend of `device`.
 pub fn dispatch(device: DeviceArg, job: impl Job) -> Result<()> {
-    match device.resolved() {
-        DeviceArg::Flex | DeviceArg::Cpu => {
+    match device.backend() {
+        Backend::Flex => {
             job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default())
         }
         #[cfg(feature = "tch")]
-        DeviceArg::LibTorch => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
+        Backend::LibTorch => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
             burn::backend::libtorch::LibTorchDevice::Cpu,
         ),
         #[cfg(not(feature = "tch"))]
-        DeviceArg::LibTorch => anyhow::bail!(
+        Backend::LibTorch => anyhow::bail!(
             "this ldm-train was built without libtorch: run `bash scripts/setup.sh`, then \
              `cargo build --release --features tch`"
         ),
         #[cfg(feature = "cuda")]
-        DeviceArg::Cuda(i) => job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        Backend::Cuda(i) => job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(
             burn::backend::cuda::CudaDevice::new(i),
         ),
         #[cfg(not(feature = "cuda"))]
-        DeviceArg::Cuda(_) => {
+        Backend::Cuda(_) => {
             anyhow::bail!("this ldm-train was built without CUDA: rebuild with `cargo build --release --features cuda`")
         }
     }
@@ -112,12 +125,13 @@ mod tests {
     #[test]
     fn cpu_is_the_fastest_cpu_backend_built() {
         let want = if cfg!(feature = "tch") {
-            DeviceArg::LibTorch
+            Backend::LibTorch
         } else {
-            DeviceArg::Flex
+            Backend::Flex
         };
-        assert_eq!(DeviceArg::Cpu.resolved(), want);
-        assert_eq!(DeviceArg::Flex.resolved(), DeviceArg::Flex);
+        assert_eq!(DeviceArg::Cpu.backend(), want);
+        assert_eq!(DeviceArg::Flex.backend(), Backend::Flex);
+        assert_eq!(DeviceArg::Cuda(2).backend(), Backend::Cuda(2));
     }
 
     #[cfg(not(feature = "tch"))]
