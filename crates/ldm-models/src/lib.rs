@@ -1,11 +1,13 @@
 //! Networks of ldm-train, generic over the burn backend: the KL and VQ
 //! autoencoders (encoder, decoder, Gaussian posterior, vector quantizer), the
-//! PatchGAN discriminator, LPIPS, the FID Inception-v3, and their shared blocks. The autoencoder's parameter
-//! paths are the reference checkpoint keys.
+//! PatchGAN discriminator, LPIPS, the FID Inception-v3, the diffusion UNet
+//! and its conditioners, and their shared blocks. Parameter paths are the
+//! reference checkpoint keys.
 
 pub mod attention;
 pub mod autoencoder;
 pub mod blocks;
+pub mod conditioner;
 pub mod config;
 pub mod decoder;
 pub mod discriminator;
@@ -18,7 +20,9 @@ pub mod norm;
 pub mod quantizer;
 pub mod resample;
 pub mod resnet;
+pub mod sequential;
 pub mod tensor_bytes;
+pub mod unet;
 
 pub use autoencoder::{Autoencoder, Encoded};
 pub use config::{AttnType, AutoencoderConfig, Regularizer};
@@ -27,3 +31,4 @@ pub use inception::{InceptionFid, InceptionLoadError};
 pub use kl::DiagonalGaussian;
 pub use lpips::Lpips;
 pub use quantizer::{QuantizerConfig, VectorQuantizer};
+pub use unet::{UNet, UNetConfig};
