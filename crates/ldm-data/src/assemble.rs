@@ -14,13 +14,12 @@ use rayon::ThreadPool;
 
 use crate::order::epoch_order;
 use crate::rng::sample_seed;
-use crate::transform::load_image_chw;
-use crate::{Batch, DataError, DataPosition, ImageFolder, LoaderConfig};
+use crate::{Batch, DataError, DataPosition, ImageSource, LoaderConfig};
 
 /// The loader's state machine. Owns everything it needs so it can be moved
 /// to the background producer thread.
 pub(crate) struct Assembler {
-    folder: ImageFolder,
+    source: Box<dyn ImageSource>,
     cfg: LoaderConfig,
     pool: ThreadPool,
     position: DataPosition,
@@ -33,8 +32,13 @@ pub(crate) struct Assembler {
     failed_count: usize,
 }
 
-/// A decoded sample and the file it came from.
-type Sample = (PathBuf, Vec<f32>);
+/// A decoded sample with its item index, name and label.
+struct Sample {
+    index: usize,
+    name: PathBuf,
+    label: Option<usize>,
+    values: Vec<f32>,
+}
 
 /// One file chosen to fill a batch slot: its place in the epoch order (which
 /// seeds its augmentation) and its file index.
@@ -45,17 +49,17 @@ struct Candidate {
 }
 
 impl Assembler {
-    /// Validates `cfg` and `start` against `folder` and starts the decode pool.
+    /// Validates `cfg` and `start` against `source` and starts the decode pool.
     pub(crate) fn new(
-        folder: ImageFolder,
+        source: Box<dyn ImageSource>,
         cfg: LoaderConfig,
         start: DataPosition,
     ) -> Result<Self, DataError> {
         cfg.validate()?;
-        let len = folder.len();
+        let len = source.len();
         if start.cursor > len as u64 {
             return Err(DataError::BadPosition {
-                root: folder.root().to_path_buf(),
+                root: source.root().to_path_buf(),
                 epoch: start.epoch,
                 cursor: start.cursor,
                 len,
@@ -79,7 +83,7 @@ impl Assembler {
             order,
             order_epoch: start.epoch,
             position: start,
-            folder,
+            source,
             cfg,
             pool,
         };
@@ -94,7 +98,7 @@ impl Assembler {
 
     /// The next batch, `None` at the end of the (single) epoch without `repeat`.
     pub(crate) fn next_batch(&mut self) -> Result<Option<Batch>, DataError> {
-        let len = self.folder.len() as u64;
+        let len = self.source.len() as u64;
         loop {
             if self.position.cursor >= len {
                 if !self.cfg.repeat {
@@ -108,7 +112,7 @@ impl Assembler {
             self.check_feasible()?;
             if self.order_epoch != self.position.epoch {
                 self.order = epoch_order(
-                    self.folder.len(),
+                    self.source.len(),
                     self.cfg.shuffle,
                     self.cfg.seed,
                     self.position.epoch,
@@ -132,7 +136,7 @@ impl Assembler {
     /// Decodes candidates from `cursor` on until a batch is full or the epoch
     /// is exhausted. Returns the samples and the cursor after the last file tried.
     fn fill_from(&mut self, mut cursor: u64) -> (Vec<Sample>, u64) {
-        let len = self.folder.len() as u64;
+        let len = self.source.len() as u64;
         let batch_size = self.cfg.batch_size;
         let mut samples = Vec::with_capacity(batch_size);
         while samples.len() < batch_size && cursor < len {
@@ -154,9 +158,13 @@ impl Assembler {
                 cursor += 1;
             }
             for (candidate, result) in candidates.iter().zip(self.decode_all(&candidates)) {
-                let path = self.folder.paths()[candidate.file].clone();
                 match result {
-                    Ok(sample) => samples.push((path, sample)),
+                    Ok(values) => samples.push(Sample {
+                        index: candidate.file,
+                        name: self.source.name(candidate.file),
+                        label: self.source.class_of(candidate.file),
+                        values,
+                    }),
                     Err(err) => self.mark_failed(candidate.file, &err),
                 }
             }
@@ -166,17 +174,16 @@ impl Assembler {
 
     /// Decodes and transforms `candidates` on the pool, results in input order.
     fn decode_all(&self, candidates: &[Candidate]) -> Vec<Result<Vec<f32>, DataError>> {
-        let paths = self.folder.paths();
+        let source = &*self.source;
         let (transform, seed, epoch) = (&self.cfg.transform, self.cfg.seed, self.position.epoch);
         self.pool.install(|| {
             candidates
                 .par_iter()
                 .map(|c| {
-                    load_image_chw(
-                        &paths[c.file],
-                        transform,
-                        sample_seed(seed, epoch, c.position),
-                    )
+                    // What `load_image_chw` does for a file (the transform
+                    // was validated with the config).
+                    let image = source.load_rgb(c.file)?;
+                    Ok(transform.apply(&image, sample_seed(seed, epoch, c.position)))
                 })
                 .collect()
         })
@@ -194,7 +201,7 @@ impl Assembler {
     /// An upper bound on the decodable files in `order[cursor..]`: exact
     /// counting is only needed (and only cheap) near the end of the epoch.
     fn at_most_usable_from(&self, cursor: u64) -> usize {
-        let remaining = self.folder.len() - cursor as usize;
+        let remaining = self.source.len() - cursor as usize;
         if remaining > self.cfg.batch_size + self.failed_count {
             return remaining;
         }
@@ -207,8 +214,8 @@ impl Assembler {
     /// Errors that would otherwise make `repeat` spin forever on a dataset
     /// that can never produce a batch.
     fn check_feasible(&self) -> Result<(), DataError> {
-        let len = self.folder.len();
-        let root = self.folder.root().to_path_buf();
+        let len = self.source.len();
+        let root = self.source.root().to_path_buf();
         if self.failed_count == len {
             return Err(DataError::NoReadableImages { root, failed: len });
         }
@@ -227,7 +234,7 @@ impl Assembler {
     /// of the next one, so a checkpoint's epoch number matches what a user
     /// expects ("epoch 3 done" reads as epoch 4, cursor 0).
     fn normalized(&self, cursor: u64) -> DataPosition {
-        if self.cfg.repeat && cursor >= self.folder.len() as u64 {
+        if self.cfg.repeat && cursor >= self.source.len() as u64 {
             DataPosition {
                 epoch: self.position.epoch + 1,
                 cursor: 0,
@@ -244,9 +251,13 @@ impl Assembler {
         let side = self.cfg.transform.size as usize;
         let mut images = Vec::with_capacity(samples.len() * self.cfg.transform.sample_len());
         let mut paths = Vec::with_capacity(samples.len());
-        for (path, sample) in samples {
-            images.extend_from_slice(&sample);
-            paths.push(path);
+        let mut indices = Vec::with_capacity(samples.len());
+        let mut labels = Vec::with_capacity(samples.len());
+        for sample in samples {
+            images.extend_from_slice(&sample.values);
+            paths.push(sample.name);
+            indices.push(sample.index);
+            labels.push(sample.label);
         }
         Batch {
             n: paths.len(),
@@ -254,6 +265,8 @@ impl Assembler {
             height: side,
             width: side,
             paths,
+            indices,
+            labels: labels.into_iter().collect(),
             next: self.position,
         }
     }

@@ -31,8 +31,16 @@ pub struct Batch {
     /// Sample width in pixels.
     pub width: usize,
     /// The file each sample came from, in batch order (for logging and for
-    /// debugging a bad sample).
+    /// debugging a bad sample); `<file>#<index>` for items inside one file
+    /// (IDX), see [`crate::ImageSource::name`].
     pub paths: Vec<PathBuf>,
+    /// The item index (into the [`crate::ImageSource`]) of each sample, in
+    /// batch order: what a latent cache keys its entries by.
+    pub indices: Vec<usize>,
+    /// The class index of each sample, in batch order, when the source is
+    /// labelled ([`crate::LabelledImages`]); `None` for an
+    /// [`crate::ImageFolder`].
+    pub labels: Option<Vec<usize>>,
     /// The position just after this batch: store it to resume from here.
     pub next: DataPosition,
 }

@@ -5,10 +5,11 @@
 //! simple contract: either an RGB8 image that looks like what an image viewer
 //! shows, or a [`DataError::Decode`] naming the file — never a panic.
 
+use std::io::{BufRead, Cursor, Seek};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::DataError;
 
@@ -34,8 +35,39 @@ use crate::DataError;
 /// [`DataError::Decode`] with the decoder's reason for anything unreadable,
 /// including a panic inside a decoder, which is caught and reported.
 pub fn decode_rgb8(path: &Path) -> Result<RgbImage, DataError> {
+    decode_guarded(path, || {
+        let reader = ImageReader::open(path).map_err(|e| e.to_string())?;
+        decode_dynamic(reader)
+    })
+}
+
+/// Decodes an image file already read into memory, exactly as
+/// [`decode_rgb8`] would decode the file itself; `path` supplies the
+/// extension fallback of the format detection and the name in errors.
+///
+/// Useful when the bytes are needed anyway (to fingerprint them, see
+/// [`crate::LabelledImages::load_item`]) so the file is read only once.
+///
+/// # Errors
+/// As [`decode_rgb8`].
+pub fn decode_rgb8_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage, DataError> {
+    decode_guarded(path, || {
+        let mut reader = ImageReader::new(Cursor::new(bytes));
+        // What `ImageReader::open` does: the extension's format until the
+        // content says otherwise.
+        if let Ok(format) = ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+        decode_dynamic(reader)
+    })
+}
+
+fn decode_guarded(
+    path: &Path,
+    decode: impl FnOnce() -> Result<DynamicImage, String>,
+) -> Result<RgbImage, DataError> {
     // A decoder bug on hostile input must cost one skipped file, not the run.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| decode_dynamic(path)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(decode));
     let reason = match outcome {
         Ok(Ok(image)) => return Ok(flatten_to_rgb8(image)),
         Ok(Err(reason)) => reason,
@@ -55,11 +87,9 @@ pub fn decode_rgb8(path: &Path) -> Result<RgbImage, DataError> {
     })
 }
 
-fn decode_dynamic(path: &Path) -> Result<DynamicImage, String> {
+fn decode_dynamic<R: BufRead + Seek>(reader: ImageReader<R>) -> Result<DynamicImage, String> {
     let text = |e: &dyn std::fmt::Display| e.to_string();
-    let reader = ImageReader::open(path)
-        .and_then(ImageReader::with_guessed_format)
-        .map_err(|e| text(&e))?;
+    let reader = reader.with_guessed_format().map_err(|e| text(&e))?;
     let mut decoder = reader.into_decoder().map_err(|e| text(&e))?;
     // `ImageReader::decode` reserves the output size against the limits;
     // going through the decoder ourselves (to read the orientation) means

@@ -87,6 +87,38 @@ pub enum DataError {
         len: usize,
     },
 
+    /// An IDX file (MNIST format) that cannot be read: missing, not gzip
+    /// decodable, wrong magic, truncated, or not matching its labels file.
+    #[error("bad IDX file {path}: {reason}")]
+    Idx {
+        /// The IDX file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A labelled dataset whose layout is wrong: a class folder with stray
+    /// or no images, an unusable `classes.txt`, an undetectable kind.
+    #[error("{path}: {reason}")]
+    Dataset {
+        /// The dataset root or the offending file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// One line of a JSONL/CSV manifest is unusable (syntax, missing field,
+    /// bad label, missing image file).
+    #[error("{path}:{line}: {reason}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// One-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+
     /// A configuration value that cannot work (zero batch size, zero image size, ...).
     #[error("invalid data configuration: {0}")]
     Config(String),

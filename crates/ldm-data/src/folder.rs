@@ -42,15 +42,12 @@ impl ImageFolder {
                 root: root.to_path_buf(),
             });
         }
-        let mut found = Vec::new();
-        let mut visited = HashSet::new();
-        collect(root, &mut visited, &mut found)?;
+        let found = scan_files(root)?;
         if found.is_empty() {
             return Err(DataError::NoImages {
                 root: root.to_path_buf(),
             });
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
         let fingerprint = fingerprint_of(root, &found);
         Ok(Self {
             root: root.to_path_buf(),
@@ -96,7 +93,27 @@ impl ImageFolder {
 
 /// Size and modification time (nanoseconds since the Unix epoch, 0 if the
 /// platform cannot tell) of one listed file.
-type FileStamp = (u64, u128);
+pub(crate) type FileStamp = (u64, u128);
+
+/// The image files below `dir` (recursively, links followed, each real
+/// directory once) with their stamps, sorted by path; possibly empty.
+pub(crate) fn scan_files(dir: &Path) -> Result<Vec<(PathBuf, FileStamp)>, DataError> {
+    let mut found = Vec::new();
+    let mut visited = HashSet::new();
+    collect(dir, &mut visited, &mut found)?;
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+/// The stamp of one file (metadata following links).
+pub(crate) fn file_stamp(meta: &fs::Metadata) -> FileStamp {
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (meta.len(), mtime)
+}
 
 fn collect(
     dir: &Path,
@@ -121,18 +138,13 @@ fn collect(
         if meta.is_dir() {
             collect(&path, visited, found)?;
         } else if meta.is_file() && has_image_extension(&path) {
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            found.push((path, (meta.len(), mtime)));
+            found.push((path, file_stamp(&meta)));
         }
     }
     Ok(())
 }
 
-fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))

@@ -5,7 +5,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 
 use crate::assemble::Assembler;
-use crate::{Batch, DataError, DataPosition, ImageFolder, Transform};
+use crate::{Batch, DataError, DataPosition, ImageSource, Transform};
 
 /// How a [`Loader`] walks and decodes a dataset.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,9 +68,11 @@ enum Finished {
     Failed(String),
 }
 
-/// Streams [`Batch`]es from an [`ImageFolder`], deterministically.
+/// Streams [`Batch`]es from an [`ImageSource`] — an [`crate::ImageFolder`]
+/// or a [`crate::LabelledImages`] (class folder, IDX, manifest) —
+/// deterministically.
 ///
-/// The batches depend only on the folder, the config's `seed`, `shuffle`,
+/// The batches depend only on the source, the config's `seed`, `shuffle`,
 /// `drop_last`, `repeat`, `batch_size` and `transform`, and the start
 /// position — not on `workers` or `prefetch` — so runs are reproducible on
 /// any machine and resumable from a [`DataPosition`].
@@ -94,13 +96,17 @@ impl Loader {
     /// [`DataError::Config`] for invalid settings, [`DataError::BadPosition`]
     /// if `start` lies outside this dataset, [`DataError::TooFewImages`] if
     /// `drop_last` is set and the dataset has fewer files than a batch.
+    ///
+    /// For an [`crate::ImageFolder`] the batches are exactly those of the
+    /// folder-only loader this crate had before [`ImageSource`] existed.
+    /// Pass an `Arc` of the source to keep using it beside the loader.
     pub fn new(
-        folder: ImageFolder,
+        source: impl ImageSource + 'static,
         cfg: LoaderConfig,
         start: DataPosition,
     ) -> Result<Self, DataError> {
         let prefetch = cfg.prefetch;
-        let assembler = Assembler::new(folder, cfg, start)?;
+        let assembler = Assembler::new(Box::new(source), cfg, start)?;
         let source = if prefetch == 0 {
             Source::Inline(Box::new(assembler))
         } else {

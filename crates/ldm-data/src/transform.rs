@@ -9,14 +9,45 @@ use crate::decode::decode_rgb8;
 use crate::rng::SplitMix64;
 use crate::DataError;
 
+/// How an image is brought to the `r × r` square (`r` = `resize`, default
+/// `size`) that the crop is then taken from.
+///
+/// Serialized in snake case: `"crop"`, `"pad"`, `"resize"`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Resize (keeping the aspect ratio) so the *shorter* side is `r`; the
+    /// crop then cuts off the excess of the longer side. Images whose
+    /// shorter side is already `r` are used untouched. The default, and the
+    /// only behaviour before `fit` existed: a 28 × 28 image with `size` 32 is
+    /// upscaled to 32 × 32.
+    #[default]
+    Crop,
+    /// Place the image, unscaled, at the centre of an `r × r` canvas of the
+    /// constant [`Transform::pad_value`] (when the difference is odd, the
+    /// extra pixel goes right / below). An image with a side longer than `r`
+    /// is first shrunk, keeping its aspect ratio, so its longer side is `r`;
+    /// images are never enlarged. For 28 × 28 Fashion-MNIST with `size` 32
+    /// that is 2 pixels of border on every side; `resize = 36` with
+    /// `random_crop` adds up to ±4 pixels of random translation.
+    Pad,
+    /// Resize to exactly `r × r`, ignoring the aspect ratio (nothing is cut
+    /// off, shapes are stretched). Same as `Crop` for square images.
+    Resize,
+}
+
 /// Resize, crop and flip settings that turn an image of any size into a
 /// `3 × size × size` sample.
 ///
-/// The pipeline is: resize so the *shorter* side equals `resize` (default
-/// `size`; keeping the aspect ratio), crop `size × size` (at a random offset with `random_crop`,
-/// else centred), then mirror left-right with probability ½ when `hflip`.
-/// Training typically uses `random_crop`/`hflip`; evaluation and
-/// reconstruction grids turn both off so they are comparable across runs.
+/// The pipeline is: bring the image to an `r × r` square with `r` =
+/// `resize` (default `size`) as [`Fit`] says — by default, resize so the
+/// *shorter* side equals `r` (keeping the aspect ratio) — crop `size × size`
+/// (at a random offset with `random_crop`, else centred), then mirror
+/// left-right with probability ½ when `hflip`. Training typically uses
+/// `random_crop`/`hflip`; evaluation and reconstruction grids turn both off
+/// so they are comparable across runs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transform {
@@ -31,6 +62,16 @@ pub struct Transform {
     pub random_crop: bool,
     /// Mirror horizontally with probability ½.
     pub hflip: bool,
+    /// How images are brought to the square the crop is taken from; the
+    /// default [`Fit::Crop`] is the original behaviour.
+    #[serde(default)]
+    pub fit: Fit,
+    /// Gray level (all three channels) of the border [`Fit::Pad`] adds, in
+    /// 8-bit terms: 0 (the default, black) becomes −1.0 in the sample, 255
+    /// (white) +1.0, 128 ≈ +0.004. Black matches Fashion-MNIST's background;
+    /// white matches cut-outs composited over white. Ignored by the other fits.
+    #[serde(default)]
+    pub pad_value: u8,
 }
 
 /// Resampling filter for the resize. Catmull-Rom (PIL's "bicubic") widens
@@ -75,7 +116,12 @@ impl Transform {
     pub fn apply(&self, image: &RgbImage, rng_seed: u64) -> Vec<f32> {
         let size = self.size;
         assert!(size > 0, "Transform::size must be > 0");
-        let resized = resize_shorter_side(image, self.resize.unwrap_or(size).max(size));
+        let square = self.resize.unwrap_or(size).max(size);
+        let resized = match self.fit {
+            Fit::Crop => resize_shorter_side(image, square),
+            Fit::Pad => pad_to_square(image, square, self.pad_value),
+            Fit::Resize => resize_exact(image, square),
+        };
         let (width, height) = resized.dimensions();
 
         let mut rng = SplitMix64::new(rng_seed);
@@ -131,6 +177,47 @@ fn resize_shorter_side(image: &RgbImage, size: u32) -> RgbImage {
     imageops::resize(image, new_w, new_h, RESIZE_FILTER)
 }
 
+/// Resizes to exactly `side × side`; a copy when it already is.
+fn resize_exact(image: &RgbImage, side: u32) -> RgbImage {
+    if image.dimensions() == (side, side) {
+        return image.clone();
+    }
+    imageops::resize(image, side, side, RESIZE_FILTER)
+}
+
+/// Centres `image` on a `side × side` canvas of gray `value`, first shrinking
+/// it (keeping the aspect ratio, longer side = `side`) if it does not fit.
+fn pad_to_square(image: &RgbImage, side: u32, value: u8) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let long = width.max(height);
+    let shrunk;
+    let fitted = if long > side {
+        let scale_short = |short: u32| -> u32 {
+            let scaled =
+                (u64::from(short) * u64::from(side) + u64::from(long) / 2) / u64::from(long);
+            (scaled as u32).clamp(1, side)
+        };
+        let (new_w, new_h) = if width >= height {
+            (side, scale_short(height))
+        } else {
+            (scale_short(width), side)
+        };
+        shrunk = imageops::resize(image, new_w, new_h, RESIZE_FILTER);
+        &shrunk
+    } else {
+        image
+    };
+    let mut canvas = RgbImage::from_pixel(side, side, image::Rgb([value; 3]));
+    let (w, h) = fitted.dimensions();
+    imageops::replace(
+        &mut canvas,
+        fitted,
+        i64::from((side - w) / 2),
+        i64::from((side - h) / 2),
+    );
+    canvas
+}
+
 /// Decodes `path` and applies `transform` with randomness from `rng_seed`.
 ///
 /// This is exactly what the [`crate::Loader`] does for each sample; call it
@@ -175,6 +262,8 @@ mod tests {
             resize: None,
             random_crop: false,
             hflip: false,
+            fit: Fit::Crop,
+            pad_value: 0,
         };
         let out = t.apply(&coordinate_image(12, 8), 0);
         assert_eq!(out.len(), 3 * 8 * 8);
@@ -191,6 +280,8 @@ mod tests {
             resize: None,
             random_crop: false,
             hflip: true,
+            fit: Fit::Crop,
+            pad_value: 0,
         };
         let image = coordinate_image(8, 8);
         let plain = Transform {
@@ -214,6 +305,8 @@ mod tests {
             resize: None,
             random_crop: true,
             hflip: false,
+            fit: Fit::Crop,
+            pad_value: 0,
         };
         let image = coordinate_image(4, 10);
         let mut tops = std::collections::BTreeSet::new();
@@ -255,6 +348,8 @@ mod tests {
             resize: None,
             random_crop: false,
             hflip: false,
+            fit: Fit::Crop,
+            pad_value: 0,
         }
         .apply(&RgbImage::from_fn(1, 1, |_, _| Rgb([255, 0, 0])), 0);
         assert_eq!(out, vec![1.0, -1.0, -1.0]);
@@ -263,6 +358,8 @@ mod tests {
             resize: None,
             random_crop: true,
             hflip: false,
+            fit: Fit::Crop,
+            pad_value: 0,
         };
         let values: Vec<f32> = (0..32).map(|s| wide.apply(&image, s)[0]).collect();
         assert!(values.iter().all(|&v| v == 1.0 || v == -1.0));
@@ -278,6 +375,8 @@ mod tests {
             resize: Some(8),
             random_crop: false,
             hflip: false,
+            fit: Fit::Crop,
+            pad_value: 0,
         };
         t.validate().unwrap();
         let out = t.apply(&img, 1);

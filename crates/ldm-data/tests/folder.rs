@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 
 use common::{write_broken, write_rgb_pngs, write_varied_formats, TempDir};
-use ldm_data::{load_image_chw, DataError, ImageFolder, Transform};
+use ldm_data::{load_image_chw, DataError, Fit, ImageFolder, Transform};
 
 #[test]
 fn scan_is_recursive_sorted_and_case_insensitive() {
@@ -68,6 +68,8 @@ fn every_readable_format_gives_a_sample_in_range() {
         resize: None,
         random_crop: true,
         hflip: true,
+        fit: Fit::Crop,
+        pad_value: 0,
     };
     for path in write_varied_formats(dir.path()) {
         let sample = load_image_chw(&path, &t, 3).unwrap_or_else(|e| panic!("{e}"));
@@ -89,6 +91,8 @@ fn gray_rgba_and_16_bit_convert_as_documented() {
         resize: None,
         random_crop: false,
         hflip: false,
+        fit: Fit::Crop,
+        pad_value: 0,
     };
     let plane = 100;
 
@@ -114,6 +118,8 @@ fn broken_files_are_errors_naming_the_file_not_panics() {
         resize: None,
         random_crop: false,
         hflip: false,
+        fit: Fit::Crop,
+        pad_value: 0,
     };
     let mut broken = write_broken(dir.path());
     // A directory is not a file, even if a caller passes it directly.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{write_broken, write_rgb_pngs, write_varied_formats, TempDir};
 use ldm_data::{
-    load_image_chw, sample_seed, Batch, DataError, DataPosition, ImageFolder, Loader, LoaderConfig,
-    Transform,
+    load_image_chw, sample_seed, Batch, DataError, DataPosition, Fit, ImageFolder, Loader,
+    LoaderConfig, Transform,
 };
 
 /// 10 good RGB files + 5 other good formats + 4 broken ones.
@@ -32,6 +32,8 @@ fn config(batch_size: usize) -> LoaderConfig {
             resize: None,
             random_crop: true,
             hflip: true,
+            fit: Fit::Crop,
+            pad_value: 0,
         },
         prefetch: 2,
     }

@@ -110,3 +110,47 @@ pub fn write_broken(dir: &Path) -> Vec<PathBuf> {
     fs::write(&text, b"this is not an image\n").unwrap();
     vec![corrupt, truncated, empty, text]
 }
+
+/// Writes `bytes` to `path`, gzip-compressed when `gz`.
+pub fn write_maybe_gz(path: &Path, bytes: &[u8], gz: bool) {
+    if gz {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        fs::write(path, enc.finish().unwrap()).unwrap();
+    } else {
+        fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Deterministic gray pixels of `count` images of `rows × cols`: image `i`,
+/// pixel `p` has value `(i * 37 + p * 11) % 256`.
+pub fn idx_pixels(count: usize, rows: usize, cols: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| (0..rows * cols).map(move |p| ((i * 37 + p * 11) % 256) as u8))
+        .collect()
+}
+
+/// Writes `<split>-images-idx3-ubyte[.gz]` and `<split>-labels-idx1-ubyte[.gz]`
+/// into `dir` (Fashion-MNIST layout) and returns their paths.
+pub fn write_idx_split(
+    dir: &Path,
+    split: &str,
+    rows: u32,
+    cols: u32,
+    pixels: &[u8],
+    labels: &[u8],
+    gz: bool,
+) -> (PathBuf, PathBuf) {
+    let ext = if gz { ".gz" } else { "" };
+    let images = dir.join(format!("{split}-images-idx3-ubyte{ext}"));
+    let label_file = dir.join(format!("{split}-labels-idx1-ubyte{ext}"));
+    let n = labels.len() as u32;
+    write_maybe_gz(
+        &images,
+        &ldm_data::idx::encode_idx(&[n, rows, cols], pixels),
+        gz,
+    );
+    write_maybe_gz(&label_file, &ldm_data::idx::encode_idx(&[n], labels), gz);
+    (images, label_file)
+}
