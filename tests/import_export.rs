@@ -7,7 +7,7 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-use ldm_train::weights::{self, NamedTensor};
+use ldm_train::shared::weights::{self, NamedTensor};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

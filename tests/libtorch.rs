@@ -13,8 +13,9 @@ use burn::backend::{Autodiff, Flex, LibTorch};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
-use ldm_train::ae_trainer::AeTrainer;
-use ldm_train::{config, noise, weights};
+use ldm_train::autoencoder::config;
+use ldm_train::autoencoder::trainer::AeTrainer;
+use ldm_train::shared::{noise, weights};
 
 type OnFlex = Autodiff<Flex>;
 type OnTorch = Autodiff<LibTorch>;
@@ -31,7 +32,7 @@ fn trainer<B: AutodiffBackend>(device: B::Device) -> AeTrainer<B> {
     ]
     .map(String::from)
     .to_vec();
-    let (cfg, _) = config::load_autoencoder("tiny/kl-f4.toml", &sets).unwrap();
+    let (cfg, _) = config::load_run_config("tiny/kl-f4.toml", &sets).unwrap();
     AeTrainer::new(cfg, device).unwrap()
 }
 

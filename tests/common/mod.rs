@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run the real binary on the
 //! fetched photos with a tiny config.
 
+// Each test file uses a different subset of the helpers.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

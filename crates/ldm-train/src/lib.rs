@@ -1,28 +1,10 @@
-//! ldm-train: training of latent-diffusion autoencoders with burn — config,
-//! the training step and loop, checkpoints, TensorBoard logging, evaluation
-//! and benchmarks. The `ldm-train` binary is a thin CLI over this library.
+//! ldm-train: training of latent-diffusion models with burn. The `ldm-train`
+//! binary is a thin CLI over this library, whose folders follow the flow:
+//! [`shared`] (config loading, run directory, checkpoints, TensorBoard,
+//! backend choice…), one folder per stage ([`autoencoder`], [`diffusion`]), and [`interop`]
+//! with the reference formats.
 
-pub mod ae_trainer;
-pub mod assets;
-pub mod backend;
-pub mod bench;
-pub mod checkpoint;
-pub mod config;
-pub mod eval;
-pub mod export;
-pub mod fid;
-pub mod gan_weight;
-pub mod import;
-pub mod import_config;
-pub mod key_map;
-pub mod latent_stats;
-pub mod loss;
-pub mod metrics;
-pub mod noise;
-pub mod param_ids;
-pub mod progress;
-pub mod run_dir;
-pub mod shipped;
-pub mod tensorboard;
-pub mod train_autoencoder;
-pub mod weights;
+pub mod autoencoder;
+pub mod diffusion;
+pub mod interop;
+pub mod shared;

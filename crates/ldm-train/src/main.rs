@@ -6,16 +6,20 @@ use std::process::ExitCode;
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Parser, Subcommand};
-use ldm_train::backend::{dispatch, DeviceArg, Job};
-use ldm_train::bench::{self, BenchArgs, BenchMode};
-use ldm_train::eval::{self, EvalArgs};
-use ldm_train::export::{self, ExportArgs, Target};
-use ldm_train::import::{self, Format, ImportArgs};
-use ldm_train::shipped;
-use ldm_train::train_autoencoder::{self, TrainArgs};
+use ldm_train::autoencoder::bench::{self, BenchArgs, BenchMode};
+use ldm_train::autoencoder::eval::{self, EvalArgs};
+use ldm_train::autoencoder::train::{self as train_autoencoder, TrainArgs};
+use ldm_train::diffusion::sample::{self, SampleArgs};
+use ldm_train::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
+use ldm_train::diffusion::train::{self as diffusion_train, DiffusionArgs};
+use ldm_train::interop::export::{self, ExportArgs, Target};
+use ldm_train::interop::import::{self, Format, ImportArgs};
+use ldm_train::shared::backend::{dispatch, DeviceArg, Job};
+use ldm_train::shared::shipped;
 
-/// Train latent-diffusion autoencoders with burn (CPU: Flex or LibTorch; CUDA),
-/// resume exactly, log to TensorBoard, evaluate reconstructions.
+/// Train latent-diffusion models with burn — the autoencoder, then the
+/// diffusion model on its latents (CPU: Flex or LibTorch; CUDA) — resume
+/// exactly, log to TensorBoard, sample and evaluate.
 #[derive(Parser, Debug)]
 #[command(name = "ldm-train", version, about, long_about = None)]
 struct Cli {
@@ -27,6 +31,14 @@ struct Cli {
 enum Command {
     /// Train a first-stage autoencoder (KL or VQ) from a TOML config.
     Autoencoder(TrainCli),
+    /// Train a latent diffusion model (unconditional or class-conditional)
+    /// on the cached latents of a frozen autoencoder.
+    Diffusion(DiffusionCli),
+    /// Encode a diffusion config's dataset into its latent cache (the
+    /// `diffusion` command does this itself when the cache is missing or stale).
+    CacheLatents(DiffusionCli),
+    /// Sample images from a diffusion checkpoint.
+    Sample(SampleCli),
     /// Evaluate a trained model.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -120,6 +132,64 @@ struct TrainCli {
     init_from: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+struct DiffusionCli {
+    /// Config file, or the name of a shipped config (`ldm-train configs`).
+    #[arg(long)]
+    config: String,
+    /// Override any config key, e.g. `--set data.root=my/classes` (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(flatten)]
+    device: DeviceOpt,
+    /// Continue from a checkpoint: the run directory's latest, or the given
+    /// checkpoint / checkpoints directory / run directory.
+    #[arg(long, num_args = 0..=1, value_name = "PATH")]
+    resume: Option<Option<PathBuf>>,
+    /// Run directory (default: runs/<config name>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct SampleCli {
+    /// Diffusion checkpoint, checkpoints/ directory or run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Class to sample, by index or name (repeatable; default: every class).
+    #[arg(long = "class", value_name = "CLASS")]
+    classes: Vec<String>,
+    /// Samples per class (unconditional: in all).
+    #[arg(long, default_value_t = 8)]
+    n: usize,
+    /// Sampler.
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: SamplerKind,
+    /// Sampling steps (at most the model's timesteps).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM η (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Classifier-free guidance scale (1: the conditional prediction alone).
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Timestep spacing.
+    #[arg(long, value_enum, default_value = "uniform")]
+    spacing: SpacingName,
+    /// Seed of the initial noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sample with the raw weights instead of the EMA.
+    #[arg(long)]
+    no_ema: bool,
+    #[command(flatten)]
+    device: DeviceOpt,
+}
+
 #[derive(Subcommand, Debug)]
 enum EvalCommand {
     /// PSNR, SSIM, LPIPS and rFID of reconstructions over a folder (plus
@@ -152,6 +222,9 @@ struct EvalCli {
     /// Skip rFID (Inception features of inputs and reconstructions).
     #[arg(long)]
     no_fid: bool,
+    /// IDX datasets (e.g. Fashion-MNIST): the split of --data (`train`, `t10k`).
+    #[arg(long)]
+    split: Option<String>,
     #[command(flatten)]
     device: DeviceOpt,
 }
@@ -196,6 +269,34 @@ impl Job for TrainJob {
     }
 }
 
+struct DiffusionJob(DiffusionArgs, bool);
+impl Job for DiffusionJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        if self.1 {
+            diffusion_train::cache_only::<B::InnerBackend>(self.0, device)
+        } else {
+            diffusion_train::run::<B>(self.0, device)
+        }
+    }
+}
+
+struct SampleJob(SampleArgs);
+impl Job for SampleJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        sample::run::<B::InnerBackend>(self.0, &device)
+    }
+}
+
+fn diffusion_args(d: DiffusionCli) -> (DeviceArg, DiffusionArgs) {
+    let args = DiffusionArgs {
+        config: d.config,
+        overrides: d.set,
+        run_dir: d.run_dir,
+        resume: d.resume,
+    };
+    (d.device.arg, args)
+}
+
 struct EvalJob(EvalCli);
 impl Job for EvalJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
@@ -208,6 +309,7 @@ impl Job for EvalJob {
             batch_size: a.batch_size,
             limit: a.limit,
             fid: !a.no_fid,
+            split: a.split,
         };
         eval::run::<B::InnerBackend>(args, &device)
     }
@@ -249,6 +351,32 @@ fn main() -> ExitCode {
                 init_from: t.init_from,
             }),
         ),
+        Command::Diffusion(d) => {
+            let (dev, args) = diffusion_args(d);
+            dispatch(dev, DiffusionJob(args, false))
+        }
+        Command::CacheLatents(d) => {
+            let (dev, args) = diffusion_args(d);
+            dispatch(dev, DiffusionJob(args, true))
+        }
+        Command::Sample(s) => {
+            let args = SampleArgs {
+                checkpoint: s.checkpoint,
+                classes: s.classes,
+                n: s.n,
+                spec: SampleSpec {
+                    sampler: s.sampler,
+                    steps: s.steps,
+                    eta: s.eta,
+                    guidance: s.guidance,
+                    spacing: s.spacing,
+                },
+                seed: s.seed,
+                out: s.out,
+                no_ema: s.no_ema,
+            };
+            dispatch(s.device.arg, SampleJob(args))
+        }
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),
         Command::Import(i) => import::run(&ImportArgs {

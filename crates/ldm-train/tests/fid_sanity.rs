@@ -2,14 +2,15 @@
 //! zero for the same set, and growing with blur. Needs the converted
 //! Inception weights (`bash scripts/setup.sh`); skipped with a notice without them.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use image::imageops::{self, FilterType};
 use ldm_models::inception::FEATURE_DIM;
-use ldm_train::assets;
-use ldm_train::fid::{frechet_distance, FeatureSet};
+use ldm_train::shared::assets;
+use ldm_train::shared::fid::{frechet_distance, FeatureSet};
 
 type B = Flex;
 const SIZE: u32 = 64;

@@ -10,8 +10,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
-use crate::ae_trainer::AeTrainer;
-use crate::config;
+use crate::autoencoder::config::load_run_config;
+use crate::autoencoder::trainer::AeTrainer;
 
 /// Which work one timed iteration does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -90,7 +90,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device) -> Result<Ben
             overrides.push("loss.disc_factor=0".into());
         }
     }
-    let (cfg, _) = config::load_autoencoder(&args.config, &overrides)?;
+    let (cfg, _) = load_run_config(&args.config, &overrides)?;
     let mut trainer = AeTrainer::<B>::new(cfg, device.clone())?;
     let params = trainer.gen.ae.num_params();
     let x = Tensor::<B, 4>::random(

@@ -3,14 +3,15 @@
 //! Keys follow the reference YAML names. Unknown keys are errors, and every
 //! error names the file, the key path and what was expected.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use ldm_data::{Fit, Transform};
 use ldm_models::discriminator::DiscNorm;
 use ldm_models::AutoencoderConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::shipped;
+use crate::shared::config::{parse, read_source, CheckpointConfig, ConfigSource};
 
 /// A whole autoencoder run configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,11 +99,19 @@ pub struct LossConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder of training images (searched recursively).
+    /// Training images: a folder (searched recursively), a folder of class
+    /// folders, an IDX dataset or a JSONL/CSV manifest.
     pub root: PathBuf,
-    /// Held-out folder for validation during training (optional).
+    /// IDX datasets (Fashion-MNIST): the split of `root` (`train`, the default).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Held-out images for validation during training (optional): a folder,
+    /// an IDX dataset or a manifest.
     #[serde(default)]
     pub val_root: Option<PathBuf>,
+    /// IDX datasets: the split of `val_root` (e.g. `t10k`).
+    #[serde(default)]
+    pub val_split: Option<String>,
     /// Crop size; the shorter side is resized to `resize` (default: this) first.
     pub size: u32,
     /// Shorter side before cropping (≥ `size`; default `size`). **Beyond**
@@ -116,6 +125,14 @@ pub struct DataConfig {
     /// Random horizontal flips for training.
     #[serde(default = "yes")]
     pub hflip: bool,
+    /// How an image reaches the square it is cropped from: `crop` (resize the
+    /// shorter side, the default), `pad` (centre on a constant border, never
+    /// enlarging: Fashion-MNIST 28² → 32²) or `resize` (stretch).
+    #[serde(default)]
+    pub fit: Fit,
+    /// Gray level 0–255 of the `pad` border (0 = black = −1 in the sample).
+    #[serde(default)]
+    pub pad_value: u8,
     /// Decoding threads (0 = all cores).
     #[serde(default)]
     pub workers: usize,
@@ -163,21 +180,6 @@ pub struct OptimizerConfig {
     /// L2 weight decay (0 in the reference).
     #[serde(default)]
     pub weight_decay: f64,
-}
-
-/// `[checkpoint]`: when to write and which to keep.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointConfig {
-    /// Write a checkpoint every this many steps (and always at the end).
-    #[serde(default = "ckpt_every_default")]
-    pub every: u64,
-    /// Keep the newest K checkpoints.
-    #[serde(default = "keep_last_default")]
-    pub keep_last: usize,
-    /// Also keep every checkpoint whose step is a multiple of this (0 = none).
-    #[serde(default)]
-    pub keep_every: u64,
 }
 
 /// `[logging]`: TensorBoard cadence and in-training validation.
@@ -235,12 +237,6 @@ fn beta2_default() -> f64 {
 fn eps_default() -> f64 {
     1e-8
 }
-fn ckpt_every_default() -> u64 {
-    1000
-}
-fn keep_last_default() -> usize {
-    3
-}
 fn log_every_default() -> u64 {
     10
 }
@@ -261,15 +257,6 @@ impl Default for OptimizerConfig {
         }
     }
 }
-impl Default for CheckpointConfig {
-    fn default() -> Self {
-        Self {
-            every: ckpt_every_default(),
-            keep_last: keep_last_default(),
-            keep_every: 0,
-        }
-    }
-}
 impl Default for LoggingConfig {
     fn default() -> Self {
         Self {
@@ -286,6 +273,31 @@ impl DataConfig {
     /// Evaluation crop: whole images at the training scale (`resize`, else `size`).
     pub fn eval_size(&self) -> u32 {
         self.resize.unwrap_or(self.size).max(self.size)
+    }
+
+    /// The training transform (random crops and flips as configured).
+    pub fn train_transform(&self) -> Transform {
+        Transform {
+            size: self.size,
+            resize: self.resize,
+            random_crop: self.random_crop,
+            hflip: self.hflip,
+            fit: self.fit,
+            pad_value: self.pad_value,
+        }
+    }
+
+    /// The evaluation transform: whole images at [`DataConfig::eval_size`],
+    /// centred, never flipped, fitted as in training.
+    pub fn eval_transform(&self) -> Transform {
+        Transform {
+            size: self.eval_size(),
+            resize: None,
+            random_crop: false,
+            hflip: false,
+            fit: self.fit,
+            pad_value: self.pad_value,
+        }
     }
 }
 
@@ -400,84 +412,8 @@ impl AutoencoderRunConfig {
     }
 }
 
-/// Where a config came from, for error messages.
-#[derive(Clone, Debug)]
-pub struct ConfigSource {
-    /// Display name: a path or `shipped:NAME`.
-    pub name: String,
-    /// The TOML text.
-    pub text: String,
-}
-
-/// Reads `--config`: an existing path, or else the name of a shipped config
-/// (`f8.toml`, `f8`, `tiny/kl-f4.toml`) embedded in the binary.
-pub fn read_source(arg: &str) -> Result<ConfigSource> {
-    let path = Path::new(arg);
-    if path.is_file() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        return Ok(ConfigSource {
-            name: path.display().to_string(),
-            text,
-        });
-    }
-    match shipped::find(arg) {
-        Some((name, text)) => Ok(ConfigSource {
-            name: format!("shipped:{name}"),
-            text: text.to_string(),
-        }),
-        None => {
-            bail!("config {arg}: no such file, and not a shipped config (see `ldm-train configs`)")
-        }
-    }
-}
-
-/// Applies `key.path=value` overrides to a TOML document. The value is parsed
-/// as TOML (`1e-4`, `[1, 2, 4]`, `true`, `"text"`), falling back to a bare string.
-pub fn apply_overrides(doc: &mut toml::Table, overrides: &[String]) -> Result<()> {
-    for item in overrides {
-        let (key, raw) = item
-            .split_once('=')
-            .with_context(|| format!("--set {item}: expected key.path=value"))?;
-        let key = key.trim();
-        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-            Ok(mut t) => t.remove("v").expect("parsed key"),
-            Err(_) => toml::Value::String(raw.to_string()),
-        };
-        let parts: Vec<&str> = key.split('.').collect();
-        let (last, parents) = parts.split_last().expect("split yields one part");
-        let mut table = &mut *doc;
-        for p in parents {
-            let entry = table
-                .entry(p.to_string())
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            table = entry
-                .as_table_mut()
-                .with_context(|| format!("--set {key}: `{p}` is not a section"))?;
-        }
-        table.insert(last.to_string(), value);
-    }
-    Ok(())
-}
-
-/// Parses a typed config from TOML text with overrides; errors name the source and key path.
-pub fn parse<T: serde::de::DeserializeOwned>(
-    src: &ConfigSource,
-    overrides: &[String],
-) -> Result<T> {
-    let mut doc: toml::Table = toml::from_str(&src.text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid TOML: {}", src.name, one_line(&e.to_string())))?;
-    apply_overrides(&mut doc, overrides)?;
-    let de = toml::Value::Table(doc);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = one_line(&e.inner().to_string());
-        anyhow::anyhow!("{}: key `{path}`: {inner}", src.name)
-    })
-}
-
 /// Loads, overrides and validates an autoencoder run config.
-pub fn load_autoencoder(
+pub fn load_run_config(
     arg: &str,
     overrides: &[String],
 ) -> Result<(AutoencoderRunConfig, ConfigSource)> {
@@ -488,52 +424,22 @@ pub fn load_autoencoder(
     Ok((cfg, src))
 }
 
-/// Dotted keys whose values differ between two configs (for resume warnings).
-pub fn changed_keys<T: Serialize>(old: &T, new: &T) -> Result<Vec<String>> {
-    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (toml::Value::Table(ta), toml::Value::Table(tb)) => {
-                let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    match (ta.get(k), tb.get(k)) {
-                        (Some(x), Some(y)) => walk(&key, x, y, out),
-                        _ => out.push(key),
-                    }
-                }
-            }
-            _ if a != b => out.push(prefix.to_string()),
-            _ => {}
-        }
-    }
-    let a = toml::Value::try_from(old)?;
-    let b = toml::Value::try_from(new)?;
-    let mut out = Vec::new();
-    walk("", &a, &b, &mut out);
-    Ok(out)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::config::changed_keys;
+    use crate::shared::shipped;
 
     #[test]
     fn every_shipped_config_builds_its_model_and_runs_it() {
         use burn::backend::Flex;
         use burn::tensor::{Distribution, Tensor};
         let dev = Default::default();
-        for (name, _) in shipped::ALL {
-            let (cfg, _) = load_autoencoder(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        for (name, text) in shipped::ALL {
+            if shipped::is_diffusion(text) {
+                continue;
+            }
+            let (cfg, _) = load_run_config(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             let ae = ldm_models::Autoencoder::<Flex>::new(&cfg.model, &dev);
             // The smallest input the factor allows, non-square.
             let f = cfg.model.downsampling();
@@ -555,7 +461,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = load_autoencoder("tiny/kl-f4.toml", &["model.chanels=4".into()]).unwrap_err();
+        let err = load_run_config("tiny/kl-f4.toml", &["model.chanels=4".into()]).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("model") && msg.contains("chanels"), "{msg}");
     }
@@ -563,14 +469,14 @@ mod tests {
     #[test]
     fn wrong_type_is_named() {
         let err =
-            load_autoencoder("tiny/kl-f4.toml", &["train.batch_size=\"four\"".into()]).unwrap_err();
+            load_run_config("tiny/kl-f4.toml", &["train.batch_size=\"four\"".into()]).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("train.batch_size"), "{msg}");
     }
 
     #[test]
     fn overrides_parse_toml_values() {
-        let (cfg, _) = load_autoencoder(
+        let (cfg, _) = load_run_config(
             "f8.toml",
             &[
                 "train.base_lr=1e-4".into(),
@@ -600,7 +506,7 @@ mod tests {
             ),
         ];
         for (set, key) in cases {
-            let err = load_autoencoder("tiny/kl-f4.toml", &[set.to_string()]).unwrap_err();
+            let err = load_run_config("tiny/kl-f4.toml", &[set.to_string()]).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(key), "{set}: {msg}");
         }
@@ -619,7 +525,7 @@ mod tests {
             ("loss.codebook_weight=-1", "loss.codebook_weight"),
         ];
         for (set, key) in cases {
-            let err = load_autoencoder("tiny/vq-f4.toml", &[set.to_string()]).unwrap_err();
+            let err = load_run_config("tiny/vq-f4.toml", &[set.to_string()]).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(key), "{set}: {msg}");
         }
@@ -627,8 +533,8 @@ mod tests {
 
     #[test]
     fn changed_keys_lists_dotted_paths() {
-        let (a, _) = load_autoencoder("tiny/kl-f4.toml", &[]).unwrap();
-        let (b, _) = load_autoencoder(
+        let (a, _) = load_run_config("tiny/kl-f4.toml", &[]).unwrap();
+        let (b, _) = load_run_config(
             "tiny/kl-f4.toml",
             &["train.max_steps=9".into(), "data.hflip=false".into()],
         )
@@ -641,7 +547,7 @@ mod tests {
 
     #[test]
     fn lr_scaling_rule() {
-        let (mut cfg, _) = load_autoencoder("f8.toml", &[]).unwrap();
+        let (mut cfg, _) = load_run_config("f8.toml", &[]).unwrap();
         cfg.train.batch_size = 12;
         assert!((cfg.learning_rate(2) - 2.0 * 12.0 * 4.5e-6).abs() < 1e-12);
         cfg.train.scale_lr = false;

@@ -8,18 +8,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ldm_data::{save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform};
+use ldm_data::{
+    open_source, save_grid_png, DataPosition, Loader, LoaderConfig, SourceKind, Transform,
+};
 use ldm_models::quantizer::usage_stats;
 use ldm_models::{Autoencoder, InceptionFid, Lpips};
 use serde::Serialize;
 
-use crate::ae_trainer::AUTOENCODER_KINDS;
-use crate::assets;
-use crate::checkpoint::{self, LoadedCheckpoint};
-use crate::config::{self, AutoencoderRunConfig, ConfigSource};
-use crate::fid::{frechet_distance, FeatureSet};
-use crate::metrics::{downsample_baseline, psnr, psnr_luma, ssim};
-use crate::weights;
+use crate::autoencoder::config::AutoencoderRunConfig;
+use crate::autoencoder::metrics::{downsample_baseline, psnr, psnr_luma, ssim};
+use crate::autoencoder::trainer::AUTOENCODER_KINDS;
+use crate::shared::assets;
+use crate::shared::checkpoint::{self, LoadedCheckpoint};
+use crate::shared::config::{self, ConfigSource};
+use crate::shared::fid::{frechet_distance, FeatureSet};
+use crate::shared::weights;
 
 /// The scores of one image, or their means over a folder.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -102,6 +105,8 @@ pub struct EvalArgs {
     pub limit: usize,
     /// Compute rFID.
     pub fid: bool,
+    /// IDX datasets: which split of `data` (`train`, `t10k`).
+    pub split: Option<String>,
 }
 
 /// The networks that score reconstructions, each optional.
@@ -113,9 +118,16 @@ pub struct Scorers<'a, B: Backend> {
     pub inception: Option<&'a InceptionFid<B>>,
 }
 
-/// An evaluation loader: every image once, in order, center-cropped.
-pub fn eval_loader(root: &Path, size: u32, batch_size: usize) -> Result<Loader> {
-    let folder = ImageFolder::scan(root)?;
+/// An evaluation loader: every image of `root` (a folder, an IDX dataset's
+/// `split`, a manifest) once, in order, through `transform` (an evaluation
+/// transform: no random crop or flip).
+pub fn eval_loader(
+    root: &Path,
+    split: Option<&str>,
+    transform: Transform,
+    batch_size: usize,
+) -> Result<Loader> {
+    let folder = open_source(root, SourceKind::Auto, split)?;
     let cfg = LoaderConfig {
         batch_size,
         workers: 0,
@@ -123,12 +135,7 @@ pub fn eval_loader(root: &Path, size: u32, batch_size: usize) -> Result<Loader> 
         shuffle: false,
         drop_last: false,
         repeat: false,
-        transform: Transform {
-            size,
-            resize: None,
-            random_crop: false,
-            hflip: false,
-        },
+        transform,
         prefetch: 2,
     };
     Ok(Loader::new(folder, cfg, DataPosition::default())?)
@@ -317,7 +324,11 @@ pub fn run<B: Backend>(a: EvalArgs, device: &B::Device) -> Result<()> {
     if size == 0 || !(size as usize).is_multiple_of(f) {
         anyhow::bail!("--size {size}: must be a positive multiple of the model's f = {f}");
     }
-    let loader = eval_loader(&a.data, size, a.batch_size)?;
+    let transform = Transform {
+        size,
+        ..cfg.data.eval_transform()
+    };
+    let loader = eval_loader(&a.data, a.split.as_deref(), transform, a.batch_size)?;
     let scorers = Scorers {
         lpips: lpips.as_ref(),
         inception: inception.as_ref(),

@@ -7,7 +7,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::checkpoint::LatentStats;
+use crate::shared::checkpoint::LatentStats;
 
 /// Sums over batches of per-channel E[z] and E[z²].
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use ldm_models::Lpips;
 
-use crate::config::DiscLoss;
+use crate::autoencoder::config::DiscLoss;
 
 /// How the reconstruction loss is reduced (the two references differ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,18 +9,19 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use ldm_data::{
-    grid_rgb8, save_grid_png, DataPosition, ImageFolder, Loader, LoaderConfig, Transform,
+    grid_rgb8, open_source, save_grid_png, DataPosition, Loader, LoaderConfig, SourceKind,
 };
 
-use crate::ae_trainer::{kind_of, AeTrainer, Generator};
-use crate::assets;
-use crate::checkpoint::{self, CheckpointState, CheckpointWriter};
-use crate::config::{self, AutoencoderRunConfig, ConfigSource};
-use crate::eval::{eval_loader, evaluate, load_autoencoder, Scorers};
-use crate::param_ids::stable_ids;
-use crate::progress;
-use crate::run_dir::RunDir;
-use crate::tensorboard::EventWriter;
+use crate::autoencoder::config::{load_run_config, AutoencoderRunConfig};
+use crate::autoencoder::eval::{eval_loader, evaluate, load_autoencoder, Scorers};
+use crate::autoencoder::trainer::{kind_of, AeTrainer, Generator};
+use crate::shared::assets;
+use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
+use crate::shared::config::{self, ConfigSource};
+use crate::shared::param_ids::stable_ids;
+use crate::shared::progress;
+use crate::shared::run_dir::RunDir;
+use crate::shared::tensorboard::EventWriter;
 
 /// What the CLI passes to a training run.
 #[derive(Clone, Debug)]
@@ -48,20 +49,22 @@ fn default_run_dir(config: &str) -> PathBuf {
 }
 
 fn hash_text(text: &str) -> String {
-    crate::checkpoint::FileDigest::of(text.as_bytes()).fnv1a
+    crate::shared::checkpoint::FileDigest::of(text.as_bytes()).fnv1a
 }
 
 /// Trains an autoencoder on backend `B` as the args say.
 pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()> {
-    let (cfg, src) = config::load_autoencoder(&args.config, &args.overrides)?;
+    let (cfg, src) = load_run_config(&args.config, &args.overrides)?;
     let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
     let root = args
         .run_dir
         .clone()
         .unwrap_or_else(|| default_run_dir(&args.config));
     let run = RunDir::create(&root)?;
-    let folder = ImageFolder::scan(&cfg.data.root)?;
+    let folder = open_source(&cfg.data.root, SourceKind::Auto, cfg.data.split.as_deref())
+        .map_err(|e| anyhow::anyhow!("data.root: {e}"))?;
     let fingerprint = folder.fingerprint();
+    let n_images = folder.len();
     let mut trainer = AeTrainer::<B>::new(cfg.clone(), device.clone())?;
     let mut position = DataPosition::default();
     let mut skipped_before = 0;
@@ -139,12 +142,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         shuffle: true,
         drop_last: true,
         repeat: true,
-        transform: Transform {
-            size: cfg.data.size,
-            resize: cfg.data.resize,
-            random_crop: cfg.data.random_crop,
-            hflip: cfg.data.hflip,
-        },
+        transform: cfg.data.train_transform(),
         prefetch: cfg.data.prefetch,
     };
     let mut loader = Loader::new(folder, loader_cfg, position)?;
@@ -172,7 +170,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         "training {} → {} ({} images, lr {:.3e}, {} steps)",
         src.name,
         root.display(),
-        loader_len(&cfg.data.root),
+        n_images,
         trainer.lr,
         max
     );
@@ -232,7 +230,12 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         }
         if let (Some(val_root), true) = (&cfg.data.val_root, cfg.logging.val_every > 0) {
             if step % cfg.logging.val_every == 0 || step == max {
-                let loader = eval_loader(val_root, cfg.data.eval_size(), cfg.train.batch_size)?;
+                let loader = eval_loader(
+                    val_root,
+                    cfg.data.val_split.as_deref(),
+                    cfg.data.eval_transform(),
+                    cfg.train.batch_size,
+                )?;
                 let ae = trainer.gen.ae.valid();
                 let lpips = trainer.lpips.as_ref().map(|l| l.valid());
                 let f = cfg.model.downsampling();
@@ -293,7 +296,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 latent_stats: None,
                 code_usage: None,
                 restart_window: None,
-                files: Default::default(),
+                ..Default::default()
             };
             let state = trainer.checkpoint_state(base);
             let dir = writer.write(state, &resolved, trainer.checkpoint_files()?)?;
@@ -345,8 +348,4 @@ fn init_autoencoder<B: AutodiffBackend>(
         ck.state.step
     );
     Ok(())
-}
-
-fn loader_len(root: &Path) -> usize {
-    ImageFolder::scan(root).map(|f| f.len()).unwrap_or(0)
 }

@@ -15,14 +15,15 @@ use ldm_models::discriminator::DiscriminatorConfig;
 use ldm_models::quantizer::usage_stats;
 use ldm_models::{Autoencoder, DiagonalGaussian, Lpips, NLayerDiscriminator, Regularizer};
 
-use crate::checkpoint::{CheckpointState, LoadedCheckpoint};
-use crate::config::AutoencoderRunConfig;
-use crate::gan_weight::{adaptive_weight, conv_weight_grad_norm};
-use crate::latent_stats::LatentAccumulator;
-use crate::loss::{adopt_weight, disc_loss, nll, Reduction};
-use crate::noise::{mix, normal_tensor, Stream};
-use crate::param_ids::stable_ids;
-use crate::{assets, weights};
+use crate::autoencoder::config::AutoencoderRunConfig;
+use crate::autoencoder::gan_weight::{adaptive_weight, conv_weight_grad_norm};
+use crate::autoencoder::latent_stats::LatentAccumulator;
+use crate::autoencoder::loss::{adopt_weight, disc_loss, nll, Reduction};
+use crate::shared::assets;
+use crate::shared::checkpoint::{CheckpointState, LoadedCheckpoint};
+use crate::shared::noise::{mix, normal_tensor, Stream};
+use crate::shared::param_ids::stable_ids;
+use crate::shared::weights;
 
 /// Checkpoint kind of a KL autoencoder.
 pub const KIND_KL: &str = "autoencoder-kl";
@@ -477,7 +478,7 @@ fn restart_codes<B: AutodiffBackend>(
     let mut state = mix(&[seed, Stream::CodeRestart as u64, step]);
     let pick: Vec<i64> = dead
         .iter()
-        .map(|_| (crate::noise::splitmix64(&mut state) % m as u64) as i64)
+        .map(|_| (crate::shared::noise::splitmix64(&mut state) % m as u64) as i64)
         .collect();
     let n = dead.len();
     let pick = Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(pick, [n]), device);
@@ -492,7 +493,7 @@ fn restart_codes<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_autoencoder;
+    use crate::autoencoder::config::load_run_config;
     use burn::backend::{Autodiff, Flex};
     use burn::tensor::{Distribution, ElementConversion};
 
@@ -512,7 +513,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         o.extend(extra.iter().map(|s| s.to_string()));
-        let (cfg, _) = load_autoencoder("tiny/kl-f4.toml", &o).unwrap();
+        let (cfg, _) = load_run_config("tiny/kl-f4.toml", &o).unwrap();
         AeTrainer::new(cfg, Default::default()).unwrap()
     }
 
@@ -560,7 +561,7 @@ mod tests {
     #[test]
     fn missing_lpips_weights_point_to_setup() {
         let o = vec!["loss.lpips_weights=\"/no/such/lpips.safetensors\"".to_string()];
-        let (cfg, _) = load_autoencoder("tiny/kl-f4.toml", &o).unwrap();
+        let (cfg, _) = load_run_config("tiny/kl-f4.toml", &o).unwrap();
         let err = AeTrainer::<B>::new(cfg, Default::default())
             .err()
             .unwrap()

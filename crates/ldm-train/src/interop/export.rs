@@ -1,6 +1,6 @@
 //! `ldm-train export`: one of our autoencoder checkpoints → a diffusers folder
 //! (`AutoencoderKL` / `VQModel`) or a CompVis/SD-style single file
-//! (`first_stage_model.*`), renamed through [`crate::key_map`].
+//! (`first_stage_model.*`), renamed through [`crate::interop::key_map`].
 //!
 //! diffusers' `scaling_factor` is written as 1/`std_all` of the checkpoint's
 //! latent statistics when it has them (the `scale_by_std` rule of LDM),
@@ -16,10 +16,10 @@ use burn::backend::Flex;
 use ldm_models::{AttnType, AutoencoderConfig, Regularizer};
 use serde_json::{json, Value};
 
-use crate::checkpoint::LatentStats;
-use crate::eval::load_autoencoder;
-use crate::key_map::{self, Direction, LDM_PREFIXES};
-use crate::weights::{self, NamedTensor};
+use crate::autoencoder::eval::load_autoencoder;
+use crate::interop::key_map::{self, Direction, LDM_PREFIXES};
+use crate::shared::checkpoint::LatentStats;
+use crate::shared::weights::{self, NamedTensor};
 
 /// Target format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -7,7 +7,7 @@
 //! through the same loop (`TensorFile`), and every float dtype is converted
 //! to f32 the same way.
 //!
-//! Every tensor is renamed through [`crate::key_map`] and checked against the
+//! Every tensor is renamed through [`crate::interop::key_map`] and checked against the
 //! model its architecture describes (the diffusers `config.json`, or the
 //! tensor shapes of an LDM file): a missing, misshaped or unexpected tensor
 //! stops the import with its name, so a partial load is never written.
@@ -26,12 +26,13 @@ use ldm_models::{Autoencoder, AutoencoderConfig, Regularizer};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use crate::ae_trainer::kind_of;
-use crate::checkpoint::{self, CheckpointState, CheckpointWriter};
-use crate::config::{self, AutoencoderRunConfig, ConfigSource};
-pub use crate::import_config::{config_from_diffusers, config_from_ldm_shapes};
-use crate::key_map::{self, Direction};
-use crate::weights;
+use crate::autoencoder::config::AutoencoderRunConfig;
+use crate::autoencoder::trainer::kind_of;
+pub use crate::interop::import_config::{config_from_diffusers, config_from_ldm_shapes};
+use crate::interop::key_map::{self, Direction};
+use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
+use crate::shared::config::{self, ConfigSource};
+use crate::shared::weights;
 
 /// Where the weights come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -437,7 +438,7 @@ pub fn write_checkpoint<B: Backend>(
         latent_stats: None,
         code_usage: None,
         restart_window: None,
-        files: Default::default(),
+        ..Default::default()
     };
     CheckpointWriter::new(out, 1, 0)?.write(state, &text, vec![("model.safetensors", model)])
 }

@@ -1,7 +1,7 @@
 //! The architecture of an import: our `[model]` from a diffusers
 //! `config.json` ([`config_from_diffusers`]) or from the tensor shapes of a
 //! CompVis / Stable Diffusion first stage ([`config_from_ldm_shapes`]).
-//! Used by [`crate::import`].
+//! Used by [`crate::interop::import`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -373,7 +373,7 @@ mod tests {
             ..AutoencoderConfig::small(16)
         };
         let ae = Autoencoder::<Flex>::new(&cfg, &Default::default());
-        let keys: Vec<String> = crate::weights::collect(&ae, "")
+        let keys: Vec<String> = crate::shared::weights::collect(&ae, "")
             .unwrap()
             .into_iter()
             .map(|t| t.key)

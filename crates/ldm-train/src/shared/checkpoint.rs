@@ -46,7 +46,7 @@ impl FileDigest {
 }
 
 /// `state.json`: everything besides tensors that a resume or a reader needs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CheckpointState {
     /// Layout version ([`FORMAT_VERSION`]).
     pub format_version: u32,
@@ -76,6 +76,18 @@ pub struct CheckpointState {
     /// (restored on resume so restarts happen exactly as without a break).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_window: Option<Vec<u64>>,
+    /// Diffusion: the latent `scale_factor` in use (fixed or from `scale_by_std`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_factor: Option<f64>,
+    /// Diffusion: EMA updates so far (the decay formula's n).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_updates: Option<u64>,
+    /// Diffusion: fingerprint of the frozen autoencoder the latents come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoencoder_fingerprint: Option<String>,
+    /// Class-conditional models: the class names, in label order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
     /// Every other file of the checkpoint with its digest.
     pub files: BTreeMap<String, FileDigest>,
 }
@@ -362,7 +374,7 @@ mod tests {
             latent_stats: None,
             code_usage: None,
             restart_window: None,
-            files: BTreeMap::new(),
+            ..Default::default()
         }
     }
 

@@ -39,6 +39,27 @@ pub enum Stream {
     Init = 3,
     /// Choice and jitter of re-seeded VQ codes.
     CodeRestart = 4,
+    /// Diffusion training: the timestep of each sample.
+    Timestep = 5,
+    /// Diffusion training: the noise ε added to the latent.
+    DiffusionNoise = 6,
+    /// Diffusion training: which conditions are dropped for guidance.
+    CondDropout = 7,
+    /// Diffusion training: the posterior sample of a cached KL latent.
+    LatentSample = 8,
+    /// Diffusion training: which of the plain and mirrored latents is used.
+    LatentFlip = 9,
+}
+
+/// A uniform integer in `0..bound` for key `(seed, stream, step, index)`.
+pub fn uniform_index(seed: u64, stream: Stream, step: u64, index: u64, bound: u64) -> u64 {
+    // Modulo bias is below bound / 2^64: invisible for any bound used here.
+    mix(&[seed, stream as u64, step, index]) % bound
+}
+
+/// A uniform float in [0, 1) for key `(seed, stream, step, index)`.
+pub fn uniform_unit(seed: u64, stream: Stream, step: u64, index: u64) -> f64 {
+    (mix(&[seed, stream as u64, step, index]) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `n` standard-normal samples (Box–Muller on 53-bit uniforms).

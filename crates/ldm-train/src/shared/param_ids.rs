@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
-use crate::noise::mix;
+use crate::shared::noise::mix;
 
 struct PathIds {
     namespace: u64,

@@ -32,8 +32,10 @@ pub fn collect<B: Backend, M: ModuleSnapshot<B>>(
     module: &M,
     prefix: &str,
 ) -> Result<Vec<NamedTensor>> {
+    // Enum variant names stay out of the keys: the UNet's sequential blocks
+    // are lists of layer enums whose reference keys are bare positions.
     module
-        .collect(None, None, false)
+        .collect(None, None, true)
         .into_iter()
         .map(|snap| {
             let key = format!("{prefix}{}", snap.full_path());
@@ -114,7 +116,7 @@ pub fn load_data<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
             TensorSnapshot::from_data(data, path_stack, Vec::new(), ParamId::new())
         })
         .collect();
-    let result = module.apply(snapshots, None, None, false);
+    let result = module.apply(snapshots, None, None, true);
     let mut problems = Vec::new();
     for e in &result.errors {
         problems.push(e.to_string());

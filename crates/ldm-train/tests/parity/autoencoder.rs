@@ -4,8 +4,8 @@
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use ldm_models::{Autoencoder, DiagonalGaussian};
-use ldm_train::import::{self, Format};
-use ldm_train::key_map::{rename, Direction};
+use ldm_train::interop::import::{self, Format};
+use ldm_train::interop::key_map::{rename, Direction};
 
 use crate::{fixtures, grads_by_path, vals, Fixture, Table, AD};
 

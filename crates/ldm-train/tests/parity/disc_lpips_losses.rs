@@ -9,11 +9,11 @@ use burn::tensor::Tensor;
 use ldm_models::discriminator::{DiscNorm, DiscriminatorConfig, NLayerDiscriminator};
 use ldm_models::quantizer::usage_stats;
 use ldm_models::{DiagonalGaussian, Lpips};
-use ldm_train::config::DiscLoss;
-use ldm_train::gan_weight::adaptive_weight;
-use ldm_train::key_map::{taming_disc_ignored, taming_disc_key};
-use ldm_train::loss::{adopt_weight, disc_loss, nll, Reduction};
-use ldm_train::weights;
+use ldm_train::autoencoder::config::DiscLoss;
+use ldm_train::autoencoder::gan_weight::adaptive_weight;
+use ldm_train::autoencoder::loss::{adopt_weight, disc_loss, nll, Reduction};
+use ldm_train::interop::key_map::{taming_disc_ignored, taming_disc_key};
+use ldm_train::shared::weights;
 
 use crate::{grads_by_path, vals, Fixture, Table, AD};
 
@@ -204,7 +204,7 @@ fn patchgan_actnorm_matches_taming() {
 
 #[test]
 fn lpips_matches_the_lpips_package() {
-    let path = ldm_train::assets::lpips::default_path();
+    let path = ldm_train::shared::assets::lpips::default_path();
     assert!(
         path.is_file(),
         "{} missing: run `bash scripts/setup.sh`",

@@ -8,9 +8,9 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use ldm_models::{Autoencoder, AutoencoderConfig, Regularizer};
-use ldm_train::export::{self, ExportArgs, Target};
-use ldm_train::import::{self, Format, ImportArgs};
-use ldm_train::weights::{self, NamedTensor};
+use ldm_train::interop::export::{self, ExportArgs, Target};
+use ldm_train::interop::import::{self, Format, ImportArgs};
+use ldm_train::shared::weights::{self, NamedTensor};
 use serde_json::Value;
 
 use crate::{fixtures, vals};

@@ -1,0 +1,12 @@
+//! The second stage: `ldm-train diffusion` on cached latents of a frozen
+//! autoencoder (config, the latent cache, the model, the training step and
+//! loop), sampling, and loading a trained model back.
+
+pub mod cache;
+pub mod config;
+pub mod load;
+pub mod model;
+pub mod sample;
+pub mod sampler;
+pub mod train;
+pub mod trainer;

@@ -1,0 +1,153 @@
+//! Drawing latents from a trained model: the sampler choice, classifier-free
+//! guidance with the null class, and reproducible noise per seed.
+
+use anyhow::{bail, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use ldm_diffusion::timesteps::sampling_timesteps;
+use ldm_diffusion::{
+    ddim, ddpm, dpm_solver_pp_2m, plms, ClassifierFreeGuidance, NoiseSchedule, Parameterization,
+    Spacing,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::model::LatentDiffusion;
+use crate::shared::noise::{mix, normal};
+
+/// Which sampler walks the reverse process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// DDIM (η = 0 deterministic; η = 1 ancestral).
+    Ddim,
+    /// DDPM ancestral sampling with the posterior variance.
+    Ddpm,
+    /// Pseudo linear multistep (the LDM `PLMSSampler`).
+    Plms,
+    /// DPM-Solver++(2M), the multistep solver of Stable Diffusion UIs.
+    #[value(name = "dpmpp-2m")]
+    #[serde(rename = "dpmpp-2m")]
+    DpmppTwoM,
+}
+
+/// Timestep spacing, as the CLI names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SpacingName {
+    /// The reference's uniform spacing (1, 1 + T/S, …).
+    Uniform,
+    /// The reference's quadratic spacing (dense near t = 0).
+    Quad,
+    /// diffusers "leading".
+    Leading,
+    /// diffusers "trailing" (starts at T − 1).
+    Trailing,
+}
+
+impl From<SpacingName> for Spacing {
+    fn from(s: SpacingName) -> Self {
+        match s {
+            SpacingName::Uniform => Spacing::Uniform,
+            SpacingName::Quad => Spacing::Quad,
+            SpacingName::Leading => Spacing::Leading,
+            SpacingName::Trailing => Spacing::Trailing,
+        }
+    }
+}
+
+/// How to sample.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleSpec {
+    /// The sampler.
+    pub sampler: SamplerKind,
+    /// Sampling steps S (1 ≤ S ≤ T).
+    pub steps: usize,
+    /// DDIM's η.
+    pub eta: f64,
+    /// Guidance scale (1 = the conditional prediction alone).
+    pub guidance: f64,
+    /// Timestep spacing.
+    pub spacing: SpacingName,
+}
+
+/// Standard-normal values of sample `index` for `seed`: sample k is the same
+/// whichever batch it is drawn in, so `--n 16` starts with the `--n 4` images.
+fn sample_noise(seed: u64, index: usize, len: usize) -> Vec<f32> {
+    normal(mix(&[seed, 0x5A3D, index as u64]), len)
+}
+
+/// The timesteps of `spec`, checked against the schedule's T.
+pub fn timesteps_for(spec: &SampleSpec, t: usize) -> Result<Vec<usize>> {
+    if spec.steps == 0 || spec.steps > t {
+        bail!(
+            "--steps {}: must be between 1 and the model's {t} timesteps",
+            spec.steps
+        );
+    }
+    if spec.sampler == SamplerKind::Ddpm && spec.steps == t {
+        return Ok((0..t).collect());
+    }
+    let mut ts = sampling_timesteps(spec.spacing.into(), t, spec.steps);
+    // The reference's +1 offset reaches T itself when S = T; that level does not exist.
+    ts.retain(|&s| s < t);
+    Ok(ts)
+}
+
+/// Draws `labels.len()` (conditional) or `n` latents `[n, C, h, w]` in the
+/// model's scaled latent space.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_latents<B: Backend>(
+    model: &LatentDiffusion<B>,
+    schedule: &NoiseSchedule,
+    param: Parameterization,
+    spec: &SampleSpec,
+    labels: Option<&[usize]>,
+    n: usize,
+    shape: [usize; 3],
+    seed: u64,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let [c, h, w] = shape;
+    let per = c * h * w;
+    if model.is_conditional() && labels.is_none() {
+        bail!("the model is class-conditional: give the classes to sample");
+    }
+    if !model.is_conditional() && spec.guidance != 1.0 {
+        bail!(
+            "--guidance {}: the model is unconditional, there is nothing to guide",
+            spec.guidance
+        );
+    }
+    let n = labels.map_or(n, |l| l.len());
+    let values: Vec<f32> = (0..n).flat_map(|i| sample_noise(seed, i, per)).collect();
+    let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(values, [n, c, h, w]), device);
+    let ts = timesteps_for(spec, schedule.len())?;
+    let labels: Option<Vec<usize>> = labels.map(<[usize]>::to_vec);
+    let null = model.null_class();
+    let inner = |x: Tensor<B, 4>, t: usize| {
+        let b = x.dims()[0];
+        let tf = vec![t as f64; b];
+        let lab = labels.as_ref().map(|l| {
+            if b == 2 * l.len() {
+                // The guidance adapter's batch: unconditional half first.
+                std::iter::repeat_n(null, l.len())
+                    .chain(l.iter().copied())
+                    .collect::<Vec<_>>()
+            } else {
+                l.clone()
+            }
+        });
+        model.forward(x, &tf, lab.as_deref())
+    };
+    let mut den = ClassifierFreeGuidance::new(inner, spec.guidance);
+    let step_noise = |i: usize| {
+        let v = normal(mix(&[seed, 0x5A3E, i as u64]), n * per);
+        Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, c, h, w]), device)
+    };
+    Ok(match spec.sampler {
+        SamplerKind::Ddim => ddim(schedule, param, &ts, spec.eta, x, &mut den, step_noise),
+        SamplerKind::Ddpm => ddpm(schedule, param, &ts, None, x, &mut den, step_noise),
+        SamplerKind::Plms => plms(schedule, param, &ts, x, &mut den),
+        SamplerKind::DpmppTwoM => dpm_solver_pp_2m(schedule, param, &ts, true, x, &mut den),
+    })
+}

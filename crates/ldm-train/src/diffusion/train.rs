@@ -1,0 +1,555 @@
+//! `ldm-train diffusion`: the training loop around [`DiffusionTrainer`] —
+//! the frozen autoencoder, the latent cache, batches of posterior samples,
+//! logging, sample grids, checkpoints and exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use ldm_data::{
+    epoch_order, grid_rgb8, open_source, save_grid_png, DataPosition, ImageSource, SourceKind,
+    Transform,
+};
+use ldm_models::{Autoencoder, DiagonalGaussian};
+
+use crate::autoencoder::eval::load_autoencoder;
+use crate::diffusion::cache::{default_dir, ensure_cache, CacheSpec, LatentSet};
+use crate::diffusion::config::{load_run_config, ConditionKind, DiffusionRunConfig};
+use crate::diffusion::load::{FIRST_STAGE_CONFIG, FIRST_STAGE_WEIGHTS};
+use crate::diffusion::model::LatentDiffusion;
+use crate::diffusion::sampler::{sample_latents, SampleSpec, SamplerKind, SpacingName};
+use crate::diffusion::trainer::{DiffusionTrainer, LatentBatch, KIND_DIFFUSION};
+use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
+use crate::shared::config::{self, ConfigSource};
+use crate::shared::noise::{normal_tensor, uniform_unit, Stream};
+use crate::shared::progress;
+use crate::shared::run_dir::RunDir;
+use crate::shared::tensorboard::EventWriter;
+
+/// Arguments of `ldm-train diffusion`.
+#[derive(Clone, Debug)]
+pub struct DiffusionArgs {
+    /// `--config`: a path or a shipped name.
+    pub config: String,
+    /// `--set key=value` overrides.
+    pub overrides: Vec<String>,
+    /// `--run-dir` (default `runs/<config stem>`).
+    pub run_dir: Option<PathBuf>,
+    /// `--resume [PATH]`.
+    pub resume: Option<Option<PathBuf>>,
+}
+
+/// Arguments of `ldm-train cache-latents`.
+pub type CacheArgs = DiffusionArgs;
+
+fn default_run_dir(config: &str) -> PathBuf {
+    let stem = Path::new(config)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}
+
+/// The frozen first stage, its fingerprint and its files for the checkpoint copy.
+struct FirstStage<B: Backend> {
+    ae: Autoencoder<B>,
+    fingerprint: String,
+    files: Vec<(&'static str, Vec<u8>)>,
+    factor: usize,
+}
+
+fn first_stage<B: Backend>(cfg: &DiffusionRunConfig, device: &B::Device) -> Result<FirstStage<B>> {
+    let path = &cfg.autoencoder.checkpoint;
+    let (ae, ae_cfg, ck) = load_autoencoder::<B>(path, device)
+        .map_err(|e| anyhow::anyhow!("autoencoder.checkpoint: {e:#}"))?;
+    let weights_digest = ck
+        .state
+        .files
+        .get("model.safetensors")
+        .map(|d| d.fnv1a.clone())
+        .unwrap_or_default();
+    let fingerprint = format!("{}:{weights_digest}", ck.state.kind);
+    let files = vec![
+        (FIRST_STAGE_WEIGHTS, ck.file("model.safetensors")?.to_vec()),
+        (FIRST_STAGE_CONFIG, ck.config_text.clone().into_bytes()),
+    ];
+    let embed = ae_cfg.model.embed_dim;
+    let unet_in = cfg.model.unet.in_channels;
+    if unet_in != embed {
+        bail!(
+            "model.unet.in_channels: {unet_in}, but the autoencoder's latent has {embed} channels ({})",
+            ck.dir.display()
+        );
+    }
+    if cfg.model.unet.out_channels != embed {
+        bail!("model.unet.out_channels: must equal the latent's {embed} channels");
+    }
+    Ok(FirstStage {
+        factor: ae_cfg.model.downsampling(),
+        ae,
+        fingerprint,
+        files,
+    })
+}
+
+/// The dataset, its class names and the current item fingerprints.
+fn open_data(cfg: &DiffusionRunConfig) -> Result<(Box<dyn ImageSource>, Vec<String>)> {
+    let source = open_source(&cfg.data.root, SourceKind::Auto, cfg.data.split.as_deref())
+        .map_err(|e| anyhow::anyhow!("data.root: {e}"))?;
+    let classes = source.class_names().to_vec();
+    if cfg.conditioning.kind == ConditionKind::Class && classes.is_empty() {
+        bail!(
+            "data.root: {} has no class labels (class conditioning needs class folders, an IDX dataset or a manifest)",
+            cfg.data.root.display()
+        );
+    }
+    Ok((source, classes))
+}
+
+fn item_prints(source: &dyn ImageSource) -> Result<Vec<String>> {
+    let pb = progress::bar(source.len() as u64, 0, "images checked");
+    let out = (0..source.len())
+        .map(|i| {
+            pb.inc(1);
+            source
+                .item_fingerprint(i)
+                .map(|v| format!("{v:016x}"))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect();
+    pb.finish_and_clear();
+    out
+}
+
+fn cache_transform(cfg: &DiffusionRunConfig) -> Transform {
+    Transform {
+        size: cfg.data.size,
+        resize: None,
+        random_crop: false,
+        hflip: false,
+        fit: cfg.data.fit,
+        pad_value: cfg.data.pad_value,
+    }
+}
+
+/// Encodes (or validates) the latent cache of a run.
+fn build_cache<B: Backend>(
+    cfg: &DiffusionRunConfig,
+    run_root: &Path,
+    stage: &FirstStage<B>,
+    device: &B::Device,
+) -> Result<(LatentSet, Vec<String>, String)> {
+    let size = cfg.data.size as usize;
+    if size == 0 || !size.is_multiple_of(stage.factor) {
+        bail!(
+            "data.size: {size} must be a positive multiple of the autoencoder's f = {}",
+            stage.factor
+        );
+    }
+    let side = size / stage.factor;
+    let uf = cfg.model.unet.factor();
+    if !side.is_multiple_of(uf) {
+        bail!(
+            "data.size: {size} gives {side}² latents, which the UNet (channel_mult of {} levels) cannot halve {} times",
+            cfg.model.unet.channel_mult.len(),
+            uf.trailing_zeros()
+        );
+    }
+    let (source, classes) = open_data(cfg)?;
+    let prints = item_prints(source.as_ref())?;
+    let dir = cfg
+        .data
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_dir(run_root));
+    let spec = CacheSpec {
+        dir: &dir,
+        autoencoder: stage.fingerprint.clone(),
+        transform: cache_transform(cfg),
+        flip: cfg.data.hflip,
+        encode_batch: cfg.data.encode_batch,
+    };
+    let set = ensure_cache(&stage.ae, source.as_ref(), &prints, &spec, device)?;
+    Ok((set, classes, source.fingerprint()))
+}
+
+/// `ldm-train cache-latents`: encodes the dataset of a diffusion config once.
+pub fn cache_only<B: Backend>(args: CacheArgs, device: B::Device) -> Result<()> {
+    let (cfg, _) = load_run_config(&args.config, &args.overrides)?;
+    let root = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args.config));
+    let stage = first_stage::<B>(&cfg, &device)?;
+    let t0 = Instant::now();
+    let (set, classes, _) = build_cache(&cfg, &root, &stage, &device)?;
+    eprintln!(
+        "latent cache: {} items of {:?} ({} classes) ready in {:.1} s",
+        set.len(),
+        set.shape,
+        classes.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Draws micro-batches from the cached latents in a resumable order.
+struct LatentBatches<'a> {
+    set: &'a LatentSet,
+    batch: usize,
+    seed: u64,
+    position: DataPosition,
+    order: Vec<usize>,
+}
+
+impl<'a> LatentBatches<'a> {
+    fn new(set: &'a LatentSet, batch: usize, seed: u64, position: DataPosition) -> Result<Self> {
+        if set.len() < batch {
+            bail!(
+                "train.batch_size: {batch} is larger than the {} cached items",
+                set.len()
+            );
+        }
+        let order = epoch_order(set.len(), true, seed, position.epoch);
+        Ok(Self {
+            set,
+            batch,
+            seed,
+            position,
+            order,
+        })
+    }
+
+    /// Item indices, flips and the moments of the next batch.
+    fn next(&mut self) -> (Vec<usize>, Vec<f32>) {
+        if self.position.cursor as usize + self.batch > self.order.len() {
+            // drop_last: every batch is full, so batches never straddle epochs.
+            self.position = DataPosition {
+                epoch: self.position.epoch + 1,
+                cursor: 0,
+            };
+            self.order = epoch_order(self.set.len(), true, self.seed, self.position.epoch);
+        }
+        let start = self.position.cursor as usize;
+        let mut values = Vec::new();
+        let mut items = Vec::with_capacity(self.batch);
+        for k in start..start + self.batch {
+            let i = self.order[k];
+            let key = self.position.epoch << 32 | k as u64;
+            let flip = self.set.moments_flip.is_some()
+                && uniform_unit(self.seed, Stream::LatentFlip, key, 0) < 0.5;
+            values.extend_from_slice(self.set.item(i, flip));
+            items.push(i);
+        }
+        self.position.cursor += self.batch as u64;
+        (items, values)
+    }
+}
+
+/// z from cached moments: a fresh posterior sample (KL) each time, or the
+/// VQ pre-quantization latent, not yet scaled.
+fn latents_of<B: Backend>(
+    moments: Vec<f32>,
+    n: usize,
+    shape: [usize; 3],
+    vq: bool,
+    seed: u64,
+    key: u64,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let m = Tensor::<B, 4>::from_data(
+        TensorData::new(moments, [n, shape[0], shape[1], shape[2]]),
+        device,
+    );
+    if vq {
+        return m;
+    }
+    let post = DiagonalGaussian::from_moments(m);
+    let noise = normal_tensor::<B, 4>(seed, Stream::LatentSample, key, post.mean.dims(), device);
+    post.sample(noise)
+}
+
+/// Samples a grid with the current sampling weights: a row per class
+/// (first 10 classes) or one row, `logging.sample_n` columns, fixed seed.
+pub fn sample_grid<B: Backend>(
+    model: &LatentDiffusion<B>,
+    ae: &Autoencoder<B>,
+    cfg: &DiffusionRunConfig,
+    scale_factor: f64,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Result<(Vec<f32>, usize, usize, usize)> {
+    let per = cfg.logging.sample_n;
+    let labels: Option<Vec<usize>> = model.is_conditional().then(|| {
+        (0..model.num_classes.min(10))
+            .flat_map(|c| std::iter::repeat_n(c, per))
+            .collect()
+    });
+    let spec = SampleSpec {
+        sampler: SamplerKind::Ddim,
+        steps: cfg.logging.sample_steps,
+        eta: 0.0,
+        guidance: if model.is_conditional() {
+            cfg.logging.sample_guidance
+        } else {
+            1.0
+        },
+        spacing: SpacingName::Uniform,
+    };
+    let z = sample_latents(
+        model,
+        &cfg.model.schedule(),
+        cfg.model.parameterization.into(),
+        &spec,
+        labels.as_deref(),
+        per,
+        shape,
+        cfg.train.seed,
+        device,
+    )?;
+    let x = ae.decode(z / scale_factor).clamp(-1.0, 1.0);
+    let [n, _, h, w] = x.dims();
+    let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    Ok((v, n, h, w))
+}
+
+/// Trains a diffusion model on backend `B` as the args say.
+pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result<()> {
+    let (cfg, src) = load_run_config(&args.config, &args.overrides)?;
+    let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
+    let root = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(&args.config));
+    let run = RunDir::create(&root)?;
+    let stage = first_stage::<B::InnerBackend>(&cfg, &device)?;
+    let (set, classes, data_fp) = build_cache(&cfg, &root, &stage, &device)?;
+    let vq = stage.ae.quantize.is_some();
+    let n_classes = match cfg.conditioning.kind {
+        ConditionKind::Class => classes.len(),
+        ConditionKind::None => 0,
+    };
+    let mut trainer = DiffusionTrainer::<B>::new(cfg.clone(), n_classes, device.clone());
+    let mut scale_factor = cfg.model.scale_factor;
+    let mut position = DataPosition::default();
+    let fresh = args.resume.is_none();
+    match &args.resume {
+        Some(path) => {
+            let path = path.clone().unwrap_or_else(|| run.checkpoints());
+            let ck = checkpoint::load(&path, &[KIND_DIFFUSION])?;
+            let ck_src = ConfigSource {
+                name: format!("{}/config.toml", ck.dir.display()),
+                text: ck.config_text.clone(),
+            };
+            let ck_cfg: DiffusionRunConfig = config::parse(&ck_src, &[])?;
+            if ck_cfg.model != cfg.model || ck_cfg.conditioning != cfg.conditioning {
+                bail!(
+                    "{}: [model]/[conditioning] differ from checkpoint {} — a resume must keep the model",
+                    src.name,
+                    ck.dir.display()
+                );
+            }
+            if ck.state.autoencoder_fingerprint.as_deref() != Some(stage.fingerprint.as_str()) {
+                bail!(
+                    "autoencoder.checkpoint: not the autoencoder checkpoint {} was trained on (its latents would differ)",
+                    ck.dir.display()
+                );
+            }
+            if ck.state.class_names.clone().unwrap_or_default()
+                != classes[..n_classes.min(classes.len())]
+            {
+                bail!(
+                    "data.root: its classes differ from those of checkpoint {}",
+                    ck.dir.display()
+                );
+            }
+            let harmless = [
+                "train.max_steps",
+                "checkpoint.",
+                "logging.",
+                "data.cache_dir",
+                "data.encode_batch",
+            ];
+            let changed: Vec<String> = config::changed_keys(&ck_cfg, &cfg)?
+                .into_iter()
+                .filter(|k| !harmless.iter().any(|h| k.starts_with(h)))
+                .collect();
+            if !changed.is_empty() {
+                eprintln!(
+                    "warning: resuming with changed settings ({}); the run will not repeat an uninterrupted one exactly",
+                    changed.join(", ")
+                );
+            }
+            trainer.restore(&ck)?;
+            scale_factor = ck.state.scale_factor.unwrap_or(scale_factor);
+            position = ck.state.data_position;
+            run.truncate_metrics_after(trainer.step)?;
+            eprintln!("resumed from {} at step {}", ck.dir.display(), trainer.step);
+        }
+        None => {
+            if run.checkpoints().join(checkpoint::LATEST).exists() {
+                bail!(
+                    "{} already holds checkpoints: continue it with --resume, or pick another --run-dir",
+                    root.display()
+                );
+            }
+            run.truncate_metrics_after(0)?;
+        }
+    }
+    run.write_config(&resolved)?;
+    let writer = CheckpointWriter::new(
+        &run.checkpoints(),
+        cfg.checkpoint.keep_last,
+        cfg.checkpoint.keep_every,
+    )?;
+    if args.resume.is_some() {
+        writer.rewind_to(trainer.step)?;
+    }
+    let mut tb = EventWriter::create(&run.tensorboard())?;
+    let mut batches = LatentBatches::new(&set, cfg.train.batch_size, cfg.train.seed, position)?;
+    let max = cfg.train.max_steps;
+    let accum = cfg.train.accumulate_grad_batches;
+    eprintln!(
+        "training {} → {} ({} latents {:?}, {} classes, lr {:.3e}, {} steps)",
+        src.name,
+        root.display(),
+        set.len(),
+        set.shape,
+        n_classes,
+        cfg.train.learning_rate(),
+        max
+    );
+    let latent_shape = [cfg.model.unet.out_channels, set.shape[1], set.shape[2]];
+    let pb = progress::bar(max, trainer.step, "steps");
+    while trainer.step < max {
+        let t0 = Instant::now();
+        let step_next = trainer.step + 1;
+        let logging = step_next % cfg.logging.every == 0 || step_next == max;
+        let mut out = None;
+        for _ in 0..accum {
+            let key = trainer.step * accum as u64 + trainer.micro as u64;
+            let (items, moments) = batches.next();
+            let n = items.len();
+            let z = latents_of::<B::InnerBackend>(
+                moments,
+                n,
+                set.shape,
+                vq,
+                cfg.train.seed,
+                key,
+                &device,
+            );
+            if fresh && key == 0 && cfg.model.scale_by_std {
+                let flat: Tensor<B::InnerBackend, 1> = z.clone().flatten(0, 3);
+                let var: f64 = flat.var(0).into_scalar().elem_f64();
+                scale_factor = 1.0 / var.sqrt();
+                progress::note(
+                    &pb,
+                    format!(
+                        "scale_by_std: scale_factor = {scale_factor:.6} (1/std of the first batch)"
+                    ),
+                );
+            }
+            let labels = (n_classes > 0).then(|| items.iter().map(|&i| set.labels[i]).collect());
+            let batch = LatentBatch {
+                z0: Tensor::from_inner(z * scale_factor),
+                labels,
+            };
+            out = trainer.train_micro(batch, logging)?;
+        }
+        let (scalars, by_t) =
+            out.context("an optimizer step completes after accumulate_grad_batches micro-batches")?;
+        let dt = t0.elapsed().as_secs_f64();
+        position = batches.position;
+        let step = trainer.step;
+        let loss = scalars.first().map(|s| s.1).unwrap_or(f64::NAN);
+        pb.set_message(format!("loss {loss:.4}"));
+        pb.inc(1);
+        if logging {
+            let mut all: Vec<(String, f64)> = scalars;
+            all.push(("scale_factor".into(), scale_factor));
+            if let Some(e) = &trainer.ema {
+                all.push((
+                    "ema_decay".into(),
+                    crate::shared::ema::ema_decay(e.cap, e.updates),
+                ));
+            }
+            let nb = cfg.logging.loss_buckets.max(1);
+            let t_max = trainer.schedule.len();
+            let mut sums = vec![(0.0, 0usize); nb];
+            for (t, l) in &by_t {
+                let b = (t * nb / t_max).min(nb - 1);
+                sums[b].0 += l;
+                sums[b].1 += 1;
+            }
+            for (b, (s, c)) in sums.iter().enumerate() {
+                if *c > 0 {
+                    all.push((format!("loss_t{:03}", b * t_max / nb), s / *c as f64));
+                }
+            }
+            for (k, v) in &all {
+                tb.add_scalar(&format!("train/{k}"), *v as f32, step)?;
+            }
+            let samples = (cfg.train.batch_size * accum) as f64;
+            tb.add_scalar("perf/samples_per_sec", (samples / dt) as f32, step)?;
+            tb.add_scalar("perf/step_time", dt as f32, step)?;
+            run.append_metrics(step, &all)?;
+        }
+        if cfg.logging.sample_every > 0 && (step % cfg.logging.sample_every == 0 || step == max) {
+            let model = trainer.sampling_model();
+            let (tiles, n, h, w) =
+                sample_grid(&model, &stage.ae, &cfg, scale_factor, latent_shape, &device)?;
+            let cols = cfg.logging.sample_n;
+            let (rgb, gw, gh) = grid_rgb8(&tiles, n, h, w, cols);
+            tb.add_image_rgb("samples/ema", &rgb, gw, gh, step)?;
+            save_grid_png(
+                &run.samples().join(format!("samples-{step:08}.png")),
+                &tiles,
+                n,
+                h,
+                w,
+                cols,
+            )?;
+        }
+        if step % cfg.checkpoint.every == 0 || step == max {
+            tb.flush()?;
+            let state = CheckpointState {
+                format_version: checkpoint::FORMAT_VERSION,
+                kind: KIND_DIFFUSION.into(),
+                step,
+                data_position: position,
+                seed: cfg.train.seed,
+                lr: trainer.lr_at(step),
+                config_hash: checkpoint::FileDigest::of(resolved.as_bytes()).fnv1a,
+                dataset_fingerprint: data_fp.clone(),
+                scale_factor: Some(scale_factor),
+                ema_updates: trainer.ema.as_ref().map(|e| e.updates),
+                autoencoder_fingerprint: Some(stage.fingerprint.clone()),
+                class_names: (n_classes > 0).then(|| classes.clone()),
+                ..Default::default()
+            };
+            let mut files = trainer.checkpoint_files()?;
+            files.extend(stage.files.iter().map(|(k, v)| (*k, v.clone())));
+            writer.write(state, &resolved, files)?;
+        }
+    }
+    pb.finish_and_clear();
+    tb.flush()?;
+    eprintln!(
+        "done: {} steps, checkpoints in {}",
+        trainer.step,
+        run.checkpoints().display()
+    );
+    Ok(())
+}
+
+trait ElemF64 {
+    fn elem_f64(self) -> f64;
+}
+impl<E: burn::tensor::ElementConversion> ElemF64 for E {
+    fn elem_f64(self) -> f64 {
+        self.elem::<f64>()
+    }
+}

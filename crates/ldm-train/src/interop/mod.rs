@@ -1,0 +1,8 @@
+//! Weights in and out of the reference formats: the rename table, import of
+//! diffusers folders and CompVis/SD files (with the architecture read from
+//! their config or tensor shapes), and export.
+
+pub mod export;
+pub mod import;
+pub mod import_config;
+pub mod key_map;
