@@ -81,7 +81,7 @@ def fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -138,7 +138,29 @@ def parse_args() -> argparse.Namespace:
     g.add_argument("--grid-cols", type=int, default=10, help="samples per class in the grid")
     g.add_argument("--score", action="store_true", help="score the samples with the Fashion-MNIST classifier")
     g.add_argument("--classifier", type=Path, default=fc.DEFAULT_OUT / "model.pt", help="default: %(default)s")
-    a = ap.parse_args()
+    return ap
+
+
+# What build_unet and check_schedulers read, for importers (scripts/bench_torch.py).
+UNET_ARGS = ("model_channels", "channel_mult", "num_res_blocks", "attention_resolutions", "num_head_channels",
+             "transformer_depth", "context_dim", "diffusers_init")
+SCHEDULE_ARGS = ("beta_start", "beta_end", "sample_steps")
+
+
+def unet_defaults(**overrides) -> argparse.Namespace:
+    """The default recipe's UNet and schedule settings (this script's defaults)
+    as the namespace build_unet / check_schedulers take, with `overrides`."""
+    ap = build_parser()
+    a = argparse.Namespace(**{k: ap.get_default(k) for k in UNET_ARGS + SCHEDULE_ARGS})
+    for k, v in overrides.items():
+        if not hasattr(a, k):
+            raise TypeError(f"unet_defaults: unknown setting {k!r}")
+        setattr(a, k, v)
+    return a
+
+
+def parse_args() -> argparse.Namespace:
+    a = build_parser().parse_args()
 
     positive = ["steps", "batch_size", "log_every", "threads", "sample_steps", "samples_per_class",
                 "sample_batch", "encode_batch", "model_channels", "num_res_blocks", "num_head_channels",

@@ -9,12 +9,17 @@ use clap::{Args, Parser, Subcommand};
 use ldm_train::autoencoder::bench::{self, BenchArgs, BenchMode};
 use ldm_train::autoencoder::eval::{self, EvalArgs};
 use ldm_train::autoencoder::train::{self as train_autoencoder, TrainArgs};
+use ldm_train::diffusion::bench::{
+    self as diffusion_bench, DiffusionBenchArgs, DiffusionBenchMode,
+};
+use ldm_train::diffusion::eval::{self as diffusion_eval, EvalDiffusionArgs};
 use ldm_train::diffusion::sample::{self, SampleArgs};
 use ldm_train::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
-use ldm_train::diffusion::train::{self as diffusion_train, DiffusionArgs};
+use ldm_train::diffusion::train as diffusion_train;
 use ldm_train::interop::export::{self, ExportArgs, Target};
 use ldm_train::interop::import::{self, Format, ImportArgs};
 use ldm_train::shared::backend::{dispatch, DeviceArg, Job};
+use ldm_train::shared::run_dir::RunArgs;
 use ldm_train::shared::shipped;
 
 /// Train latent-diffusion models with burn — the autoencoder, then the
@@ -33,10 +38,10 @@ enum Command {
     Autoencoder(TrainCli),
     /// Train a latent diffusion model (unconditional or class-conditional)
     /// on the cached latents of a frozen autoencoder.
-    Diffusion(DiffusionCli),
+    Diffusion(RunOpts),
     /// Encode a diffusion config's dataset into its latent cache (the
     /// `diffusion` command does this itself when the cache is missing or stale).
-    CacheLatents(DiffusionCli),
+    CacheLatents(RunOpts),
     /// Sample images from a diffusion checkpoint.
     Sample(SampleCli),
     /// Evaluate a trained model.
@@ -108,12 +113,14 @@ struct ExportCli {
     out: PathBuf,
 }
 
+/// The options of every training command.
 #[derive(Args, Debug)]
-struct TrainCli {
+struct RunOpts {
     /// Config file, or the name of a shipped config (`ldm-train configs`).
     #[arg(long)]
     config: String,
-    /// Override any config key, e.g. `--set train.max_steps=100` (repeatable; values are TOML).
+    /// Override any config key, e.g. `--set train.max_steps=100` or
+    /// `--set data.root="my/classes"` (repeatable; values are TOML).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     #[command(flatten)]
@@ -125,6 +132,24 @@ struct TrainCli {
     /// Run directory (default: runs/<config name>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+}
+
+impl RunOpts {
+    fn split(self) -> (DeviceArg, RunArgs) {
+        let args = RunArgs {
+            config: self.config,
+            overrides: self.set,
+            run_dir: self.run_dir,
+            resume: self.resume,
+        };
+        (self.device.arg, args)
+    }
+}
+
+#[derive(Args, Debug)]
+struct TrainCli {
+    #[command(flatten)]
+    run: RunOpts,
     /// Start a fresh run from a checkpoint's autoencoder weights (e.g. one
     /// made by `ldm-train import`); its [model] must equal the config's.
     /// Discriminator and optimizers start fresh.
@@ -132,36 +157,9 @@ struct TrainCli {
     init_from: Option<PathBuf>,
 }
 
+/// How `sample` and `eval diffusion` sample.
 #[derive(Args, Debug)]
-struct DiffusionCli {
-    /// Config file, or the name of a shipped config (`ldm-train configs`).
-    #[arg(long)]
-    config: String,
-    /// Override any config key, e.g. `--set data.root=my/classes` (repeatable; values are TOML).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    #[command(flatten)]
-    device: DeviceOpt,
-    /// Continue from a checkpoint: the run directory's latest, or the given
-    /// checkpoint / checkpoints directory / run directory.
-    #[arg(long, num_args = 0..=1, value_name = "PATH")]
-    resume: Option<Option<PathBuf>>,
-    /// Run directory (default: runs/<config name>).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
-struct SampleCli {
-    /// Diffusion checkpoint, checkpoints/ directory or run directory.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Class to sample, by index or name (repeatable; default: every class).
-    #[arg(long = "class", value_name = "CLASS")]
-    classes: Vec<String>,
-    /// Samples per class (unconditional: in all).
-    #[arg(long, default_value_t = 8)]
-    n: usize,
+struct SamplingOpts {
     /// Sampler.
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerKind,
@@ -177,6 +175,33 @@ struct SampleCli {
     /// Timestep spacing.
     #[arg(long, value_enum, default_value = "uniform")]
     spacing: SpacingName,
+}
+
+impl SamplingOpts {
+    fn spec(&self) -> SampleSpec {
+        SampleSpec {
+            sampler: self.sampler,
+            steps: self.steps,
+            eta: self.eta,
+            guidance: self.guidance,
+            spacing: self.spacing,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct SampleCli {
+    /// Diffusion checkpoint, checkpoints/ directory or run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Class to sample, by index or name (repeatable; default: every class).
+    #[arg(long = "class", value_name = "CLASS")]
+    classes: Vec<String>,
+    /// Samples per class (unconditional: in all).
+    #[arg(long, default_value_t = 8)]
+    n: usize,
+    #[command(flatten)]
+    sampling: SamplingOpts,
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -196,6 +221,42 @@ enum EvalCommand {
     /// code usage for VQ), with the downsample baseline at the same f;
     /// writes eval.json and PNGs.
     Autoencoder(EvalCli),
+    /// FID of a diffusion model's samples (or of a folder of samples)
+    /// against held-out images, and the time it took.
+    Diffusion(EvalDiffusionCli),
+}
+
+#[derive(Args, Debug)]
+struct EvalDiffusionCli {
+    /// Diffusion checkpoint, checkpoints/ directory or run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Held-out real images: a folder, an IDX dataset or a manifest.
+    #[arg(long)]
+    data: PathBuf,
+    /// IDX datasets: the split of --data (`train`, `t10k`).
+    #[arg(long)]
+    split: Option<String>,
+    /// Samples in all (split evenly over the classes of a conditional model).
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Score this folder of sample PNGs instead of sampling (e.g. another
+    /// implementation's), preprocessed like the checkpoint's data.
+    #[arg(long)]
+    samples: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingOpts,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 50)]
+    batch_size: usize,
+    /// Also write the samples as PNGs under this folder (`<class>/<k>.png`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceOpt,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +294,44 @@ struct EvalCli {
 enum BenchCommand {
     /// Time the autoencoder training step on synthetic input.
     Autoencoder(BenchCli),
+    /// Time the diffusion UNet's training step or sampling loop on synthetic latents.
+    Diffusion(BenchDiffusionCli),
+}
+
+#[derive(Args, Debug)]
+struct BenchDiffusionCli {
+    /// Diffusion config file or shipped name (e.g. tiny/cin-fashion, bench/compass).
+    #[arg(long)]
+    config: String,
+    /// Config overrides.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Latents per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Latent side.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Context tokens for cross-attention (0: one, like a class token).
+    #[arg(long, default_value_t = 0)]
+    context_len: usize,
+    /// Timed iterations (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// What to time.
+    #[arg(long, value_enum, default_value = "train")]
+    mode: DiffusionBenchMode,
+    /// DDIM steps of a sampling run.
+    #[arg(long, default_value_t = 50)]
+    sample_steps: usize,
+    /// Guidance scale of a sampling run.
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    #[command(flatten)]
+    device: DeviceOpt,
 }
 
 #[derive(Args, Debug)]
@@ -269,7 +368,7 @@ impl Job for TrainJob {
     }
 }
 
-struct DiffusionJob(DiffusionArgs, bool);
+struct DiffusionJob(RunArgs, bool);
 impl Job for DiffusionJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         if self.1 {
@@ -287,14 +386,13 @@ impl Job for SampleJob {
     }
 }
 
-fn diffusion_args(d: DiffusionCli) -> (DeviceArg, DiffusionArgs) {
-    let args = DiffusionArgs {
-        config: d.config,
-        overrides: d.set,
-        run_dir: d.run_dir,
-        resume: d.resume,
-    };
-    (d.device.arg, args)
+struct EvalDiffusionJob(EvalDiffusionArgs);
+impl Job for EvalDiffusionJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let rep = diffusion_eval::run::<B::InnerBackend>(self.0, &device)?;
+        println!("{}", serde_json::to_string(&rep)?);
+        Ok(())
+    }
 }
 
 struct EvalJob(EvalCli);
@@ -312,6 +410,29 @@ impl Job for EvalJob {
             split: a.split,
         };
         eval::run::<B::InnerBackend>(args, &device)
+    }
+}
+
+struct BenchDiffusionJob(BenchDiffusionCli);
+impl Job for BenchDiffusionJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let a = self.0;
+        let args = DiffusionBenchArgs {
+            config: a.config,
+            overrides: a.set,
+            batch: a.batch,
+            size: a.size,
+            context_len: a.context_len,
+            steps: a.steps,
+            warmup: a.warmup,
+            mode: a.mode,
+            sample_steps: a.sample_steps,
+            guidance: a.guidance,
+            backend: a.device.arg.backend_name(),
+        };
+        let rep = diffusion_bench::run::<B>(args, device)?;
+        println!("{}", serde_json::to_string(&rep)?);
+        Ok(())
     }
 }
 
@@ -341,22 +462,17 @@ impl Job for BenchJob {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Autoencoder(t) => dispatch(
-            t.device.arg,
-            TrainJob(TrainArgs {
-                config: t.config,
-                overrides: t.set,
-                run_dir: t.run_dir,
-                resume: t.resume,
-                init_from: t.init_from,
-            }),
-        ),
+        Command::Autoencoder(t) => {
+            let (dev, run) = t.run.split();
+            let init_from = t.init_from;
+            dispatch(dev, TrainJob(TrainArgs { run, init_from }))
+        }
         Command::Diffusion(d) => {
-            let (dev, args) = diffusion_args(d);
+            let (dev, args) = d.split();
             dispatch(dev, DiffusionJob(args, false))
         }
         Command::CacheLatents(d) => {
-            let (dev, args) = diffusion_args(d);
+            let (dev, args) = d.split();
             dispatch(dev, DiffusionJob(args, true))
         }
         Command::Sample(s) => {
@@ -364,21 +480,30 @@ fn main() -> ExitCode {
                 checkpoint: s.checkpoint,
                 classes: s.classes,
                 n: s.n,
-                spec: SampleSpec {
-                    sampler: s.sampler,
-                    steps: s.steps,
-                    eta: s.eta,
-                    guidance: s.guidance,
-                    spacing: s.spacing,
-                },
+                spec: s.sampling.spec(),
                 seed: s.seed,
                 out: s.out,
                 no_ema: s.no_ema,
             };
             dispatch(s.device.arg, SampleJob(args))
         }
+        Command::Eval(EvalCommand::Diffusion(e)) => {
+            let args = EvalDiffusionArgs {
+                checkpoint: e.checkpoint,
+                data: e.data,
+                split: e.split,
+                n: e.n,
+                samples: e.samples,
+                spec: e.sampling.spec(),
+                seed: e.seed,
+                batch: e.batch_size,
+                out: e.out,
+            };
+            dispatch(e.device.arg, EvalDiffusionJob(args))
+        }
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),
+        Command::Bench(BenchCommand::Diffusion(b)) => dispatch(b.device.arg, BenchDiffusionJob(b)),
         Command::Import(i) => import::run(&ImportArgs {
             from: i.from,
             path: i.path,

@@ -11,7 +11,7 @@ use ldm_models::discriminator::DiscNorm;
 use ldm_models::AutoencoderConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::shared::config::{parse, read_source, CheckpointConfig, ConfigSource};
+use crate::shared::config::{self, CheckpointConfig, ConfigSource, RunConfig};
 
 /// A whole autoencoder run configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -310,9 +310,10 @@ impl AutoencoderRunConfig {
             self.train.base_lr
         }
     }
+}
 
-    /// Semantic checks; the error names the key.
-    pub fn validate(&self) -> Result<()> {
+impl RunConfig for AutoencoderRunConfig {
+    fn validate(&self) -> Result<()> {
         if let Err((key, why)) = self.model.validate() {
             bail!("{key}: {why}");
         }
@@ -412,16 +413,12 @@ impl AutoencoderRunConfig {
     }
 }
 
-/// Loads, overrides and validates an autoencoder run config.
+/// Loads, overrides and validates a run config (see [`config::load`]).
 pub fn load_run_config(
     arg: &str,
     overrides: &[String],
 ) -> Result<(AutoencoderRunConfig, ConfigSource)> {
-    let src = read_source(arg)?;
-    let cfg: AutoencoderRunConfig = parse(&src, overrides)?;
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
-    Ok((cfg, src))
+    config::load(arg, overrides)
 }
 
 #[cfg(test)]

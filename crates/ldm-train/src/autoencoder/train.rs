@@ -17,35 +17,21 @@ use crate::autoencoder::eval::{eval_loader, evaluate, load_autoencoder, Scorers}
 use crate::autoencoder::trainer::{kind_of, AeTrainer, Generator};
 use crate::shared::assets;
 use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
-use crate::shared::config::{self, ConfigSource};
+use crate::shared::config;
 use crate::shared::param_ids::stable_ids;
 use crate::shared::progress;
-use crate::shared::run_dir::RunDir;
+use crate::shared::run_dir::{RunArgs, RunDir};
 use crate::shared::tensorboard::EventWriter;
 
 /// What the CLI passes to a training run.
 #[derive(Clone, Debug)]
 pub struct TrainArgs {
-    /// `--config` (path or shipped name).
-    pub config: String,
-    /// `--set key=value` overrides.
-    pub overrides: Vec<String>,
-    /// `--run-dir` (default `runs/<config name>`).
-    pub run_dir: Option<PathBuf>,
-    /// `--resume [PATH]`: `Some(None)` = latest of the run directory.
-    pub resume: Option<Option<PathBuf>>,
+    /// Config, overrides, run directory and resume.
+    pub run: RunArgs,
     /// `--init-from CKPT`: a fresh run whose autoencoder weights come from
     /// this checkpoint (e.g. an imported SD VAE); discriminator and
     /// optimizers start fresh.
     pub init_from: Option<PathBuf>,
-}
-
-fn default_run_dir(config: &str) -> PathBuf {
-    let stem = Path::new(config)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "run".into());
-    PathBuf::from("runs").join(stem)
 }
 
 fn hash_text(text: &str) -> String {
@@ -54,12 +40,9 @@ fn hash_text(text: &str) -> String {
 
 /// Trains an autoencoder on backend `B` as the args say.
 pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()> {
-    let (cfg, src) = load_run_config(&args.config, &args.overrides)?;
+    let (cfg, src) = load_run_config(&args.run.config, &args.run.overrides)?;
     let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
-    let root = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&args.config));
+    let root = args.run.root();
     let run = RunDir::create(&root)?;
     let folder = open_source(&cfg.data.root, SourceKind::Auto, cfg.data.split.as_deref())
         .map_err(|e| anyhow::anyhow!("data.root: {e}"))?;
@@ -68,18 +51,14 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
     let mut trainer = AeTrainer::<B>::new(cfg.clone(), device.clone())?;
     let mut position = DataPosition::default();
     let mut skipped_before = 0;
-    match &args.resume {
+    match &args.run.resume {
         Some(_) if args.init_from.is_some() => {
             bail!("--init-from starts a fresh run; it cannot be combined with --resume")
         }
         Some(path) => {
             let path = path.clone().unwrap_or_else(|| run.checkpoints());
             let ck = checkpoint::load(&path, &[kind_of(&cfg.model)])?;
-            let ck_src = ConfigSource {
-                name: format!("{}/config.toml", ck.dir.display()),
-                text: ck.config_text.clone(),
-            };
-            let ck_cfg: AutoencoderRunConfig = config::parse(&ck_src, &[])?;
+            let ck_cfg: AutoencoderRunConfig = config::of_checkpoint(&ck)?;
             if ck_cfg.model != cfg.model {
                 bail!(
                     "{}: [model] differs from checkpoint {} — a resume must keep the architecture",
@@ -96,17 +75,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 "data.prefetch",
                 "data.val_root",
             ];
-            let changed: Vec<String> = config::changed_keys(&ck_cfg, &cfg)?
-                .into_iter()
-                .filter(|k| !harmless.iter().any(|h| k.starts_with(h)))
-                .collect();
-            if !changed.is_empty() {
-                eprintln!(
-                    "warning: resuming with changed settings ({}); the run will not repeat an \
-                     uninterrupted one exactly",
-                    changed.join(", ")
-                );
-            }
+            config::warn_changed(&ck_cfg, &cfg, &harmless)?;
             if ck.state.dataset_fingerprint != fingerprint {
                 eprintln!(
                     "warning: {} changed since checkpoint {} (the data order will differ)",
@@ -151,7 +120,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         cfg.checkpoint.keep_last,
         cfg.checkpoint.keep_every,
     )?;
-    if args.resume.is_some() {
+    if args.run.resume.is_some() {
         // Checkpoints after the resumed one belong to the abandoned trajectory.
         writer.rewind_to(trainer.step)?;
     }

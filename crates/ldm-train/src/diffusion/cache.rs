@@ -296,3 +296,107 @@ pub fn ensure_cache<B: Backend>(
 pub fn default_dir(run_root: &Path) -> PathBuf {
     run_root.join("latents")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::module::{Module, ModuleMapper, Param};
+    use image::RgbImage;
+    use ldm_data::{DataError, Fit};
+
+    /// Three gray images, in memory.
+    struct Three(PathBuf);
+
+    impl ImageSource for Three {
+        fn len(&self) -> usize {
+            3
+        }
+        fn root(&self) -> &Path {
+            &self.0
+        }
+        fn name(&self, index: usize) -> PathBuf {
+            self.0.join(format!("img{index}.png"))
+        }
+        fn load_rgb(&self, index: usize) -> Result<RgbImage, DataError> {
+            Ok(RgbImage::from_pixel(
+                8,
+                8,
+                image::Rgb([index as u8 * 60; 3]),
+            ))
+        }
+        fn item_fingerprint(&self, index: usize) -> Result<u64, DataError> {
+            Ok(index as u64)
+        }
+        fn fingerprint(&self) -> String {
+            "three".into()
+        }
+    }
+
+    /// Replaces every weight by NaN.
+    struct Poison;
+    impl<B: Backend> ModuleMapper<B> for Poison {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, t, m) = p.consume();
+            Param::from_mapped_value(id, t.mul_scalar(f32::NAN), m)
+        }
+    }
+
+    fn spec(dir: &Path) -> CacheSpec<'_> {
+        CacheSpec {
+            dir,
+            autoencoder: "test".into(),
+            transform: Transform {
+                size: 8,
+                resize: None,
+                random_crop: false,
+                hflip: false,
+                fit: Fit::Crop,
+                pad_value: 0,
+            },
+            flip: true,
+            encode_batch: 2,
+        }
+    }
+
+    fn ae() -> Autoencoder<Flex> {
+        let (cfg, _) =
+            crate::autoencoder::config::load_run_config("tiny/kl-f4-fashion.toml", &[]).unwrap();
+        Autoencoder::new(&cfg.model, &Default::default())
+    }
+
+    #[test]
+    fn a_non_finite_latent_names_the_image() {
+        let dir = std::env::temp_dir().join(format!("ldm-cache-nan-{}", std::process::id()));
+        let src = Three(dir.clone());
+        let prints: ItemPrints = (0..3).map(|i| format!("{i:016x}")).collect();
+        let bad = ae().map(&mut Poison);
+        let err = match ensure_cache(&bad, &src, &prints, &spec(&dir), &Default::default()) {
+            Ok(_) => panic!("NaN weights cached without complaint"),
+            Err(e) => e,
+        };
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("img0.png") && msg.contains("non-finite"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn flipped_latents_are_the_mirrored_images_and_reuse_is_exact() {
+        let dir = std::env::temp_dir().join(format!("ldm-cache-flip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let src = Three(dir.clone());
+        let prints: ItemPrints = (0..3).map(|i| format!("{i:016x}")).collect();
+        let model = ae();
+        let set = ensure_cache(&model, &src, &prints, &spec(&dir), &Default::default()).unwrap();
+        assert_eq!((set.len(), set.shape), (3, [8, 2, 2]));
+        // Uniform images: mirroring changes nothing, so neither may the latent.
+        assert_eq!(set.item(1, true), set.item(1, false));
+        let again = ensure_cache(&model, &src, &prints, &spec(&dir), &Default::default()).unwrap();
+        assert_eq!(again.moments, set.moments);
+        assert_eq!(again.labels, vec![0, 0, 0]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -13,7 +13,7 @@ use ldm_diffusion::{BetaSchedule, NoiseSchedule, Parameterization};
 use ldm_models::UNetConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::shared::config::{parse, read_source, CheckpointConfig, ConfigSource};
+use crate::shared::config::{self, CheckpointConfig, ConfigSource, RunConfig};
 
 /// A whole diffusion run configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -447,9 +447,8 @@ impl DiffusionTrainConfig {
     }
 }
 
-impl DiffusionRunConfig {
-    /// Checks what serde cannot; errors name the key.
-    pub fn validate(&self) -> Result<()> {
+impl RunConfig for DiffusionRunConfig {
+    fn validate(&self) -> Result<()> {
         let m = &self.model;
         m.unet
             .validate()
@@ -468,7 +467,11 @@ impl DiffusionRunConfig {
         }
         let c = &self.conditioning;
         match (c.kind, m.conditioning_key) {
-            (ConditionKind::None, ConditioningKey::None) => {}
+            (ConditionKind::None, ConditioningKey::None) => {
+                if m.unet.context_dim.is_some() {
+                    bail!("model.unet.context_dim: an unconditional model has no context to attend to");
+                }
+            }
             (ConditionKind::None, k) => bail!(
                 "model.conditioning_key: `{k:?}` needs a condition; set conditioning.kind = \"class\""
             ),
@@ -501,7 +504,7 @@ impl DiffusionRunConfig {
         if t.batch_size == 0 || t.accumulate_grad_batches == 0 {
             bail!("train.batch_size and train.accumulate_grad_batches: must be at least 1");
         }
-        if !(t.base_lr > 0.0) {
+        if t.base_lr <= 0.0 || t.base_lr.is_nan() {
             bail!("train.base_lr: must be positive");
         }
         if !(0.0..=1.0).contains(&t.warmup_start) {
@@ -526,16 +529,12 @@ impl DiffusionRunConfig {
     }
 }
 
-/// Loads, overrides and validates a diffusion run config.
+/// Loads, overrides and validates a run config (see [`config::load`]).
 pub fn load_run_config(
     arg: &str,
     overrides: &[String],
 ) -> Result<(DiffusionRunConfig, ConfigSource)> {
-    let src = read_source(arg)?;
-    let cfg: DiffusionRunConfig = parse(&src, overrides)?;
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
-    Ok((cfg, src))
+    config::load(arg, overrides)
 }
 
 #[cfg(test)]
@@ -572,7 +571,7 @@ mod tests {
             let y = model.forward(x, &[500.0], labels);
             assert_eq!(y.dims(), [1, u.out_channels, side, side], "{name}");
         }
-        assert_eq!(seen, 4);
+        assert_eq!(seen, 5);
     }
 
     #[test]

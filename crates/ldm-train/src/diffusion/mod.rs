@@ -2,8 +2,10 @@
 //! autoencoder (config, the latent cache, the model, the training step and
 //! loop), sampling, and loading a trained model back.
 
+pub mod bench;
 pub mod cache;
 pub mod config;
+pub mod eval;
 pub mod load;
 pub mod model;
 pub mod sample;

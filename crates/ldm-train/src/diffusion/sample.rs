@@ -60,7 +60,8 @@ pub fn resolve_classes(asked: &[String], names: &[String]) -> Result<Vec<usize>>
         .collect()
 }
 
-fn save_one(path: &Path, chw: &[f32], h: usize, w: usize) -> Result<()> {
+/// Writes one CHW image in [−1, 1] as an RGB PNG.
+pub fn save_png(path: &Path, chw: &[f32], h: usize, w: usize) -> Result<()> {
     let plane = h * w;
     let rgb: Vec<u8> = (0..plane)
         .flat_map(|p| (0..3).map(move |c| p + c * plane))
@@ -127,7 +128,7 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        save_one(
+        save_png(
             &dir.join(format!("{k:04}.png")),
             &v[i * per..(i + 1) * per],
             h,
@@ -137,9 +138,9 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
     let grid = a.out.join("grid.png");
     save_grid_png(&grid, &v, n, h, w, a.n)?;
     println!(
-        "wrote {n} samples ({} steps of {:?}, guidance {}) in {:.1} s: {}",
+        "wrote {n} samples ({} steps of {}, guidance {}) in {:.1} s: {}",
         a.spec.steps,
-        a.spec.sampler,
+        a.spec.sampler.name(),
         a.spec.guidance,
         t0.elapsed().as_secs_f64(),
         grid.display()

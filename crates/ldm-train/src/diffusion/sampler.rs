@@ -30,6 +30,18 @@ pub enum SamplerKind {
     DpmppTwoM,
 }
 
+impl SamplerKind {
+    /// The name the CLI and configs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Plms => "plms",
+            SamplerKind::DpmppTwoM => "dpmpp-2m",
+        }
+    }
+}
+
 /// Timestep spacing, as the CLI names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -2,12 +2,12 @@
 //! the frozen autoencoder, the latent cache, batches of posterior samples,
 //! logging, sample grids, checkpoints and exact resume.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use ldm_data::{
     epoch_order, grid_rgb8, open_source, save_grid_png, DataPosition, ImageSource, SourceKind,
     Transform,
@@ -22,35 +22,11 @@ use crate::diffusion::model::LatentDiffusion;
 use crate::diffusion::sampler::{sample_latents, SampleSpec, SamplerKind, SpacingName};
 use crate::diffusion::trainer::{DiffusionTrainer, LatentBatch, KIND_DIFFUSION};
 use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
-use crate::shared::config::{self, ConfigSource};
+use crate::shared::config;
 use crate::shared::noise::{normal_tensor, uniform_unit, Stream};
 use crate::shared::progress;
-use crate::shared::run_dir::RunDir;
+use crate::shared::run_dir::{RunArgs, RunDir};
 use crate::shared::tensorboard::EventWriter;
-
-/// Arguments of `ldm-train diffusion`.
-#[derive(Clone, Debug)]
-pub struct DiffusionArgs {
-    /// `--config`: a path or a shipped name.
-    pub config: String,
-    /// `--set key=value` overrides.
-    pub overrides: Vec<String>,
-    /// `--run-dir` (default `runs/<config stem>`).
-    pub run_dir: Option<PathBuf>,
-    /// `--resume [PATH]`.
-    pub resume: Option<Option<PathBuf>>,
-}
-
-/// Arguments of `ldm-train cache-latents`.
-pub type CacheArgs = DiffusionArgs;
-
-fn default_run_dir(config: &str) -> PathBuf {
-    let stem = Path::new(config)
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "run".into());
-    PathBuf::from("runs").join(stem)
-}
 
 /// The frozen first stage, its fingerprint and its files for the checkpoint copy.
 struct FirstStage<B: Backend> {
@@ -176,12 +152,9 @@ fn build_cache<B: Backend>(
 }
 
 /// `ldm-train cache-latents`: encodes the dataset of a diffusion config once.
-pub fn cache_only<B: Backend>(args: CacheArgs, device: B::Device) -> Result<()> {
+pub fn cache_only<B: Backend>(args: RunArgs, device: B::Device) -> Result<()> {
     let (cfg, _) = load_run_config(&args.config, &args.overrides)?;
-    let root = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&args.config));
+    let root = args.root();
     let stage = first_stage::<B>(&cfg, &device)?;
     let t0 = Instant::now();
     let (set, classes, _) = build_cache(&cfg, &root, &stage, &device)?;
@@ -316,13 +289,10 @@ pub fn sample_grid<B: Backend>(
 }
 
 /// Trains a diffusion model on backend `B` as the args say.
-pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result<()> {
+pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
     let (cfg, src) = load_run_config(&args.config, &args.overrides)?;
     let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
-    let root = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| default_run_dir(&args.config));
+    let root = args.root();
     let run = RunDir::create(&root)?;
     let stage = first_stage::<B::InnerBackend>(&cfg, &device)?;
     let (set, classes, data_fp) = build_cache(&cfg, &root, &stage, &device)?;
@@ -339,11 +309,7 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
         Some(path) => {
             let path = path.clone().unwrap_or_else(|| run.checkpoints());
             let ck = checkpoint::load(&path, &[KIND_DIFFUSION])?;
-            let ck_src = ConfigSource {
-                name: format!("{}/config.toml", ck.dir.display()),
-                text: ck.config_text.clone(),
-            };
-            let ck_cfg: DiffusionRunConfig = config::parse(&ck_src, &[])?;
+            let ck_cfg: DiffusionRunConfig = config::of_checkpoint(&ck)?;
             if ck_cfg.model != cfg.model || ck_cfg.conditioning != cfg.conditioning {
                 bail!(
                     "{}: [model]/[conditioning] differ from checkpoint {} — a resume must keep the model",
@@ -372,16 +338,7 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
                 "data.cache_dir",
                 "data.encode_batch",
             ];
-            let changed: Vec<String> = config::changed_keys(&ck_cfg, &cfg)?
-                .into_iter()
-                .filter(|k| !harmless.iter().any(|h| k.starts_with(h)))
-                .collect();
-            if !changed.is_empty() {
-                eprintln!(
-                    "warning: resuming with changed settings ({}); the run will not repeat an uninterrupted one exactly",
-                    changed.join(", ")
-                );
-            }
+            config::warn_changed(&ck_cfg, &cfg, &harmless)?;
             trainer.restore(&ck)?;
             scale_factor = ck.state.scale_factor.unwrap_or(scale_factor);
             position = ck.state.data_position;
@@ -426,7 +383,7 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
     while trainer.step < max {
         let t0 = Instant::now();
         let step_next = trainer.step + 1;
-        let logging = step_next % cfg.logging.every == 0 || step_next == max;
+        let logging = step_next.is_multiple_of(cfg.logging.every) || step_next == max;
         let mut out = None;
         for _ in 0..accum {
             let key = trainer.step * accum as u64 + trainer.micro as u64;
@@ -443,7 +400,7 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
             );
             if fresh && key == 0 && cfg.model.scale_by_std {
                 let flat: Tensor<B::InnerBackend, 1> = z.clone().flatten(0, 3);
-                let var: f64 = flat.var(0).into_scalar().elem_f64();
+                let var: f64 = flat.var(0).into_scalar().elem::<f64>();
                 scale_factor = 1.0 / var.sqrt();
                 progress::note(
                     &pb,
@@ -497,7 +454,9 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
             tb.add_scalar("perf/step_time", dt as f32, step)?;
             run.append_metrics(step, &all)?;
         }
-        if cfg.logging.sample_every > 0 && (step % cfg.logging.sample_every == 0 || step == max) {
+        if cfg.logging.sample_every > 0
+            && (step.is_multiple_of(cfg.logging.sample_every) || step == max)
+        {
             let model = trainer.sampling_model();
             let (tiles, n, h, w) =
                 sample_grid(&model, &stage.ae, &cfg, scale_factor, latent_shape, &device)?;
@@ -513,7 +472,7 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
                 cols,
             )?;
         }
-        if step % cfg.checkpoint.every == 0 || step == max {
+        if step.is_multiple_of(cfg.checkpoint.every) || step == max {
             tb.flush()?;
             let state = CheckpointState {
                 format_version: checkpoint::FORMAT_VERSION,
@@ -543,13 +502,4 @@ pub fn run<B: AutodiffBackend>(args: DiffusionArgs, device: B::Device) -> Result
         run.checkpoints().display()
     );
     Ok(())
-}
-
-trait ElemF64 {
-    fn elem_f64(self) -> f64;
-}
-impl<E: burn::tensor::ElementConversion> ElemF64 for E {
-    fn elem_f64(self) -> f64 {
-        self.elem::<f64>()
-    }
 }

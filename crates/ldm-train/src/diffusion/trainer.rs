@@ -9,7 +9,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use ldm_diffusion::parameterization::noising;
 use ldm_diffusion::weighting::min_snr_gamma;
 use ldm_diffusion::{NoiseSchedule, Parameterization};
@@ -32,6 +32,10 @@ type Adaptor<B> = OptimizerAdaptor<AdamW, LatentDiffusion<B>, B>;
 
 /// Scalars of one step, by TensorBoard tag suffix (`train/<name>`).
 pub type StepScalars = Vec<(String, f64)>;
+
+/// What a completed optimizer step reports: its scalars and the (timestep,
+/// loss) of every sample it saw, for the loss-by-timestep scalars.
+pub type StepReport = (StepScalars, Vec<(usize, f64)>);
 
 /// A micro-batch of clean latents (already scaled) and their labels.
 pub struct LatentBatch<B: Backend> {
@@ -104,17 +108,8 @@ pub fn grad_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &GradientsP
     if v.total.is_empty() {
         return 0.0;
     }
-    let sum: f64 = Tensor::cat(v.total, 0).sum().into_scalar().elem_f64();
+    let sum: f64 = Tensor::cat(v.total, 0).sum().into_scalar().elem::<f64>();
     sum.sqrt()
-}
-
-trait ElemF64 {
-    fn elem_f64(self) -> f64;
-}
-impl<E: burn::tensor::ElementConversion> ElemF64 for E {
-    fn elem_f64(self) -> f64 {
-        self.elem::<f64>()
-    }
 }
 
 /// A `[B, 1, 1, 1]` tensor of per-sample coefficients.
@@ -207,7 +202,7 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
         &mut self,
         batch: LatentBatch<B>,
         want_grad_norm: bool,
-    ) -> Result<Option<(StepScalars, Vec<(usize, f64)>)>> {
+    ) -> Result<Option<StepReport>> {
         let cfg = &self.cfg;
         let seed = cfg.train.seed;
         let k = self.micro_index();

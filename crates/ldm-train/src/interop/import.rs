@@ -31,7 +31,7 @@ use crate::autoencoder::trainer::kind_of;
 pub use crate::interop::import_config::{config_from_diffusers, config_from_ldm_shapes};
 use crate::interop::key_map::{self, Direction};
 use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
-use crate::shared::config::{self, ConfigSource};
+use crate::shared::config::{self, ConfigSource, RunConfig};
 use crate::shared::weights;
 
 /// Where the weights come from.

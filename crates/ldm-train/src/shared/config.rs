@@ -151,3 +151,47 @@ pub fn changed_keys<T: Serialize>(old: &T, new: &T) -> Result<Vec<String>> {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// A run config of either stage: parsed from TOML, then checked as a whole.
+pub trait RunConfig: serde::de::DeserializeOwned + Serialize {
+    /// Checks what serde cannot; errors name the key.
+    fn validate(&self) -> Result<()>;
+}
+
+/// Loads `--config` (a path or a shipped name), applies the `--set`
+/// overrides and validates; errors name the source and key.
+pub fn load<T: RunConfig>(arg: &str, overrides: &[String]) -> Result<(T, ConfigSource)> {
+    let src = read_source(arg)?;
+    let cfg: T = parse(&src, overrides)?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", src.name))?;
+    Ok((cfg, src))
+}
+
+/// The config a checkpoint was written with (errors name its `config.toml`).
+pub fn of_checkpoint<T: serde::de::DeserializeOwned>(
+    ck: &crate::shared::checkpoint::LoadedCheckpoint,
+) -> Result<T> {
+    let src = ConfigSource {
+        name: format!("{}/config.toml", ck.dir.display()),
+        text: ck.config_text.clone(),
+    };
+    parse(&src, &[])
+}
+
+/// Warns when a resume changes settings that make the run differ from an
+/// uninterrupted one (keys starting with one of `harmless` do not).
+pub fn warn_changed<T: Serialize>(old: &T, new: &T, harmless: &[&str]) -> Result<()> {
+    let changed: Vec<String> = changed_keys(old, new)?
+        .into_iter()
+        .filter(|k| !harmless.iter().any(|h| k.starts_with(h)))
+        .collect();
+    if !changed.is_empty() {
+        eprintln!(
+            "warning: resuming with changed settings ({}); the run will not repeat an \
+             uninterrupted one exactly",
+            changed.join(", ")
+        );
+    }
+    Ok(())
+}

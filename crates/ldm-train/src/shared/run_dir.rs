@@ -91,3 +91,34 @@ impl RunDir {
         Ok(())
     }
 }
+
+/// What the CLI passes to a training run of either stage.
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    /// `--config` (path or shipped name).
+    pub config: String,
+    /// `--set key=value` overrides.
+    pub overrides: Vec<String>,
+    /// `--run-dir` (default `runs/<config name>`).
+    pub run_dir: Option<PathBuf>,
+    /// `--resume [PATH]`: `Some(None)` = latest of the run directory.
+    pub resume: Option<Option<PathBuf>>,
+}
+
+impl RunArgs {
+    /// The run directory: `--run-dir`, else [`default_run_dir`].
+    pub fn root(&self) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| default_run_dir(&self.config))
+    }
+}
+
+/// The default run directory of a config: `runs/<config file stem>`.
+pub fn default_run_dir(config: &str) -> PathBuf {
+    let stem = Path::new(config)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
+    PathBuf::from("runs").join(stem)
+}

@@ -30,6 +30,10 @@ pub const ALL: &[(&str, &str)] = &[
         include_str!("../../../../configs/uncond.toml"),
     ),
     (
+        "bench/compass.toml",
+        include_str!("../../../../configs/bench/compass.toml"),
+    ),
+    (
         "tiny/kl-f4-fashion.toml",
         include_str!("../../../../configs/tiny/kl-f4-fashion.toml"),
     ),
