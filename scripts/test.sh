@@ -26,5 +26,15 @@ data="$PWD/datasets/photos"
 bash scripts/tensorboard_check.sh "$tb/run" \
   --expect-scalars train/loss,train/rec_loss,train/p_loss,train/kl_loss,train/g_loss,train/disc_loss,train/d_weight,train/logits_real,train/logits_fake,train/lr,perf/images_per_sec,perf/step_time,val/psnr,val/psnr_y,val/rfid \
   --expect-image train/reconstructions --image-size 138x70
+# The diffusion stage's event files: an unconditional model on that
+# autoencoder's latents of the photos, with a sample grid.
+"${CARGO_TARGET_DIR:-target}/release/ldm-train" diffusion --config tiny/uncond-fashion.toml --run-dir "$tb/diffusion" \
+  --set "autoencoder.checkpoint=\"$tb/run\"" --set "data.root=\"$data/train\"" --set 'data.fit="crop"' \
+  --set model.unet.in_channels=3 --set model.unet.out_channels=3 --set model.unet.model_channels=32 \
+  --set model.unet.num_head_channels=16 --set train.batch_size=4 --set train.max_steps=4 \
+  --set logging.every=1 --set logging.sample_every=2 --set logging.sample_steps=3
+bash scripts/tensorboard_check.sh "$tb/diffusion" \
+  --expect-scalars train/loss,train/lr,train/grad_norm,train/ema_decay,train/scale_factor,perf/samples_per_sec,perf/step_time \
+  --expect-image samples/ema --image-size 274x36
 bash scripts/crash_test.sh
 echo "all tests passed"

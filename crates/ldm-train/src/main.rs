@@ -241,9 +241,13 @@ struct EvalDiffusionCli {
     #[arg(long, default_value_t = 1000)]
     n: usize,
     /// Score this folder of sample PNGs instead of sampling (e.g. another
-    /// implementation's), preprocessed like the checkpoint's data.
+    /// implementation's), preprocessed like the checkpoint's data;
+    /// repeatable: one FID per folder, the real features computed once.
     #[arg(long)]
-    samples: Option<PathBuf>,
+    samples: Vec<PathBuf>,
+    /// Use at most this many real images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    real_limit: usize,
     #[command(flatten)]
     sampling: SamplingOpts,
     /// Seed of the sampling noise.
@@ -494,6 +498,7 @@ fn main() -> ExitCode {
                 split: e.split,
                 n: e.n,
                 samples: e.samples,
+                real_limit: e.real_limit,
                 spec: e.sampling.spec(),
                 seed: e.seed,
                 batch: e.batch_size,

@@ -30,8 +30,10 @@ pub struct EvalDiffusionArgs {
     pub split: Option<String>,
     /// Samples in all (split evenly over the classes of a conditional model).
     pub n: usize,
-    /// Score this folder of PNGs instead of sampling.
-    pub samples: Option<PathBuf>,
+    /// Score these folders of PNGs instead of sampling (one FID each).
+    pub samples: Vec<PathBuf>,
+    /// Real images used (0 = all of `data`).
+    pub real_limit: usize,
     /// How to sample.
     pub spec: SampleSpec,
     /// Seed of the first sample (sample k uses its own noise).
@@ -42,13 +44,22 @@ pub struct EvalDiffusionArgs {
     pub out: Option<PathBuf>,
 }
 
-/// What `eval diffusion` reports.
+/// The FID of one set of samples.
 #[derive(Debug, Serialize)]
-pub struct DiffusionEvalReport {
+pub struct SampleSetScore {
+    /// Where the samples came from (a folder, or `sampled`).
+    pub source: String,
     /// Fréchet Inception distance of the samples to the real images.
     pub fid: f64,
     /// Samples scored.
     pub samples: usize,
+}
+
+/// What `eval diffusion` reports.
+#[derive(Debug, Serialize)]
+pub struct DiffusionEvalReport {
+    /// One entry per set of samples.
+    pub scores: Vec<SampleSetScore>,
     /// Real images scored.
     pub real: usize,
     /// Seconds spent sampling (0 when scoring a folder).
@@ -68,6 +79,21 @@ fn features_of<B: Backend>(
 ) {
     let x = Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, h, w]), device);
     into.push(net.features(x));
+}
+
+fn score(source: String, real: &FeatureSet, fake: &FeatureSet) -> Result<SampleSetScore> {
+    if real.len() < 2 || fake.len() < 2 {
+        bail!(
+            "FID needs at least 2 images on each side ({} real, {} samples in {source})",
+            real.len(),
+            fake.len()
+        );
+    }
+    Ok(SampleSetScore {
+        fid: frechet_distance(real, fake),
+        samples: fake.len(),
+        source,
+    })
 }
 
 /// Runs the evaluation and prints the report as JSON.
@@ -92,31 +118,49 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
     let pb = progress::bar(0, 0, "real images");
     while let Some(b) = loader.next_batch()? {
         let [n, _, h, w] = b.shape();
-        features_of(&net, b.images, n, h, w, device, &mut real);
-        pb.inc(n as u64);
+        let keep = match a.real_limit {
+            0 => n,
+            limit => n.min(limit - real.len()),
+        };
+        features_of(
+            &net,
+            b.images[..keep * 3 * h * w].to_vec(),
+            keep,
+            h,
+            w,
+            device,
+            &mut real,
+        );
+        pb.inc(keep as u64);
+        if a.real_limit > 0 && real.len() >= a.real_limit {
+            break;
+        }
     }
     pb.finish_and_clear();
-    let mut fake = FeatureSet::new(2048);
-    let mut sample_seconds = 0.0;
-    match &a.samples {
-        Some(dir) => {
-            let src = open_source(dir, SourceKind::Auto, None)
-                .map_err(|e| anyhow::anyhow!("--samples: {e}"))?;
-            let mut l = eval_loader(dir, None, transform, a.batch)?;
-            while let Some(b) = l.next_batch()? {
-                let [n, _, h, w] = b.shape();
-                features_of(&net, b.images, n, h, w, device, &mut fake);
-            }
-            if fake.len() != src.len() {
-                bail!(
-                    "--samples {}: only {} of {} images could be read",
-                    dir.display(),
-                    fake.len(),
-                    src.len()
-                );
-            }
+    let mut scores = Vec::new();
+    for dir in &a.samples {
+        let mut fake = FeatureSet::new(2048);
+        let src = open_source(dir, SourceKind::Auto, None)
+            .map_err(|e| anyhow::anyhow!("--samples: {e}"))?;
+        let mut l = eval_loader(dir, None, transform.clone(), a.batch)?;
+        while let Some(b) = l.next_batch()? {
+            let [n, _, h, w] = b.shape();
+            features_of(&net, b.images, n, h, w, device, &mut fake);
         }
-        None => {
+        if fake.len() != src.len() {
+            bail!(
+                "--samples {}: only {} of {} images could be read",
+                dir.display(),
+                fake.len(),
+                src.len()
+            );
+        }
+        scores.push(score(dir.display().to_string(), &real, &fake)?);
+    }
+    let mut sample_seconds = 0.0;
+    if a.samples.is_empty() {
+        let mut fake = FeatureSet::new(2048);
+        {
             let ts = Instant::now();
             let labels: Option<Vec<usize>> = ld.model.is_conditional().then(|| {
                 let k = ld.class_names.len();
@@ -165,17 +209,10 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
             pb.finish_and_clear();
             sample_seconds = ts.elapsed().as_secs_f64();
         }
-    }
-    if real.len() < 2 || fake.len() < 2 {
-        bail!(
-            "FID needs at least 2 images on each side ({} real, {} samples)",
-            real.len(),
-            fake.len()
-        );
+        scores.push(score("sampled".into(), &real, &fake)?);
     }
     Ok(DiffusionEvalReport {
-        fid: frechet_distance(&real, &fake),
-        samples: fake.len(),
+        scores,
         real: real.len(),
         sample_seconds,
         seconds: t0.elapsed().as_secs_f64(),

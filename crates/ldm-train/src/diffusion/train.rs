@@ -165,6 +165,28 @@ pub fn cache_only<B: Backend>(args: RunArgs, device: B::Device) -> Result<()> {
         classes.len(),
         t0.elapsed().as_secs_f64()
     );
+    // What the trainer pays per batch for its data: drawing from the cache
+    // and the posterior sample, without the UNet.
+    let batch = cfg.train.batch_size;
+    let mut batches = LatentBatches::new(&set, batch, cfg.train.seed, DataPosition::default())?;
+    let vq = stage.ae.quantize.is_some();
+    let t1 = Instant::now();
+    let rounds = 50;
+    for key in 0..rounds {
+        let (items, moments) = batches.next();
+        let z = latents_of::<B>(
+            moments,
+            items.len(),
+            set.shape,
+            vq,
+            cfg.train.seed,
+            key,
+            &device,
+        );
+        let _ = z.into_data();
+    }
+    let per_sec = (rounds as usize * batch) as f64 / t1.elapsed().as_secs_f64();
+    eprintln!("reading: {per_sec:.0} latents/s in batches of {batch} (posterior sample included)");
     Ok(())
 }
 
@@ -385,9 +407,12 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
         let step_next = trainer.step + 1;
         let logging = step_next.is_multiple_of(cfg.logging.every) || step_next == max;
         let mut out = None;
+        let mut data_time = 0.0;
         for _ in 0..accum {
             let key = trainer.step * accum as u64 + trainer.micro as u64;
+            let td = Instant::now();
             let (items, moments) = batches.next();
+            data_time += td.elapsed().as_secs_f64();
             let n = items.len();
             let z = latents_of::<B::InnerBackend>(
                 moments,
@@ -452,6 +477,9 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
             let samples = (cfg.train.batch_size * accum) as f64;
             tb.add_scalar("perf/samples_per_sec", (samples / dt) as f32, step)?;
             tb.add_scalar("perf/step_time", dt as f32, step)?;
+            // Reading the cache is host work beside the step: its share
+            // shows whether the data keeps the trainer fed.
+            tb.add_scalar("perf/data_time", data_time as f32, step)?;
             run.append_metrics(step, &all)?;
         }
         if cfg.logging.sample_every > 0
