@@ -270,12 +270,12 @@ mod tests {
             moments_flip: Some(vec![1.0; 12]),
             labels: vec![3, 7],
         };
-        let e = write_shard(&dir, 0, 0, vec![hex(1), hex(2)], [2, 2, 1], &data).unwrap();
-        assert_eq!(read_shard(&dir, &e, [2, 2, 1], true).unwrap(), data);
+        let e = write_shard(&dir, 0, 0, vec![hex(1), hex(2)], [2, 3, 1], &data).unwrap();
+        assert_eq!(read_shard(&dir, &e, [2, 3, 1], true).unwrap(), data);
         let path = dir.join(&e.file);
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        let msg = read_shard(&dir, &e, [2, 2, 1], true).unwrap_err().0;
+        let msg = read_shard(&dir, &e, [2, 3, 1], true).unwrap_err().0;
         assert!(
             msg.contains("shard-00000") && msg.contains("truncated"),
             "{msg}"
@@ -284,7 +284,7 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         fs::write(&path, &flipped).unwrap();
-        assert!(read_shard(&dir, &e, [2, 2, 1], true)
+        assert!(read_shard(&dir, &e, [2, 3, 1], true)
             .unwrap_err()
             .0
             .contains("digest"));
