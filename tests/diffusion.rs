@@ -331,6 +331,36 @@ fn short_run_learns_and_samples_are_written() {
         ));
     }
 
+    // FID of a few samples, and of a folder of samples, against the data.
+    let eval = |extra: &[&str]| {
+        let mut args: Vec<String> = ["eval", "diffusion", "--checkpoint"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(run.display().to_string());
+        args.extend(["--data".to_string(), fixture().data.display().to_string()]);
+        args.extend(
+            ["--real-limit", "6", "--batch-size", "3", "--steps", "3"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ldm(&args)
+    };
+    let sampled = eval(&["--n", "6", "--guidance", "2"]);
+    ok(&sampled);
+    let report: serde_json::Value = serde_json::from_slice(&sampled.stdout).unwrap();
+    let fid = report["scores"][0]["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > 0.0, "{report}");
+    assert_eq!(report["scores"][0]["samples"], 6);
+    let folder = base.join("again-samples");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::rename(again.join(second.replace('/', "-")), folder.join("b")).unwrap();
+    let scored = eval(&["--samples", folder.to_str().unwrap()]);
+    ok(&scored);
+    let report: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    assert_eq!(report["scores"][0]["samples"], 2, "{report}");
+
     // Bad sampling inputs: one line naming the option.
     clean_error(
         &sample(&base.join("x"), &["--class", "7"]),
