@@ -90,12 +90,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
             eprintln!("resumed from {} at step {}", ck.dir.display(), trainer.step);
         }
         None => {
-            if run.checkpoints().join(checkpoint::LATEST).exists() {
-                bail!(
-                    "{} already holds checkpoints: continue it with --resume, or pick another --run-dir",
-                    root.display()
-                );
-            }
+            run.ensure_fresh()?;
             if let Some(init) = &args.init_from {
                 init_autoencoder(&mut trainer, init, &src.name)?;
             }

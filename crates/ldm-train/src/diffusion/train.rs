@@ -368,12 +368,7 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
             eprintln!("resumed from {} at step {}", ck.dir.display(), trainer.step);
         }
         None => {
-            if run.checkpoints().join(checkpoint::LATEST).exists() {
-                bail!(
-                    "{} already holds checkpoints: continue it with --resume, or pick another --run-dir",
-                    root.display()
-                );
-            }
+            run.ensure_fresh()?;
             run.truncate_metrics_after(0)?;
         }
     }

@@ -30,6 +30,22 @@ impl RunDir {
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }
+
+    /// Refuses to start a fresh run over one that has checkpoints: that
+    /// would mix two trajectories in one directory.
+    pub fn ensure_fresh(&self) -> Result<()> {
+        if self
+            .checkpoints()
+            .join(crate::shared::checkpoint::LATEST)
+            .exists()
+        {
+            anyhow::bail!(
+                "{} already holds checkpoints: continue it with --resume, or pick another --run-dir",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
     /// `tensorboard/`.
     pub fn tensorboard(&self) -> PathBuf {
         self.root.join("tensorboard")
