@@ -360,6 +360,11 @@ fn short_run_learns_and_samples_are_written() {
     ok(&scored);
     let report: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
     assert_eq!(report["scores"][0]["samples"], 2, "{report}");
+    // A whole `sample` output folder: its class folders, not its grid.
+    let scored = eval(&["--samples", out_dir.to_str().unwrap()]);
+    ok(&scored);
+    let report: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    assert_eq!(report["scores"][0]["samples"], 4, "{report}");
 
     // Bad sampling inputs: one line naming the option.
     clean_error(
@@ -378,6 +383,124 @@ fn short_run_learns_and_samples_are_written() {
         &sample(&base.join("x"), &["--sampler", "euler"]),
         &["--sampler"],
     );
+    let _ = std::fs::remove_dir_all(base);
+}
+
+/// The paths the class-conditional tests leave out: a VQ first stage (its
+/// pre-quantization latents cached, quantized again when decoding) under an
+/// unconditional model, and `adm` class conditioning (a label embedding added
+/// to the time embedding, no cross-attention context), each trained a couple
+/// of steps, resumable and sampled.
+#[test]
+fn vq_latents_and_adm_conditioning_train_and_sample() {
+    let base = tmp("diffusion-vq-adm");
+    let f = fixture();
+    let with_sets = |mut args: Vec<String>, sets: &[String]| {
+        for s in sets {
+            args.extend(["--set".to_string(), s.clone()]);
+        }
+        args
+    };
+    let vq = base.join("vq");
+    let data = format!("\"{}\"", f.data.display());
+    let ae_sets: Vec<String> = vec![
+        format!("data.root={data}"),
+        format!("data.val_root={data}"),
+        "train.batch_size=4".into(),
+        "train.max_steps=2".into(),
+        "checkpoint.every=2".into(),
+        "logging.val_every=0".into(),
+        "logging.image_every=0".into(),
+        "loss.perceptual_weight=0".into(),
+    ];
+    ok(&ldm(&with_sets(
+        ["autoencoder", "--config", "tiny/vq-f4.toml", "--run-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([vq.display().to_string()])
+            .collect(),
+        &ae_sets,
+    )));
+    let tiny = |run: &Path, ae: &Path, extra: &[&str]| -> Vec<String> {
+        let mut sets: Vec<String> = vec![
+            format!("data.root={data}"),
+            format!("autoencoder.checkpoint=\"{}\"", ae.display()),
+            format!("data.cache_dir=\"{}\"", run.join("cache").display()),
+            "model.unet.model_channels=32".into(),
+            "model.unet.num_head_channels=16".into(),
+            "train.batch_size=8".into(),
+            "train.max_steps=2".into(),
+            "train.warmup_steps=1".into(),
+            "checkpoint.every=2".into(),
+            "logging.every=1".into(),
+            "logging.sample_every=0".into(),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        diffusion_args("diffusion", "tiny/uncond-fashion.toml", run, &sets)
+    };
+    let sample = |run: &Path, out: &Path, extra: &[&str]| {
+        let mut args: Vec<String> = vec!["sample".into(), "--checkpoint".into()];
+        args.push(run.display().to_string());
+        args.extend(["--out".to_string(), out.display().to_string()]);
+        args.extend(
+            ["--steps", "3", "--seed", "5"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string()),
+        );
+        ldm(&args)
+    };
+
+    // Unconditional on VQ-f4 latents: 3 channels, as the autoencoder's embed_dim.
+    let uncond = base.join("uncond");
+    let vq_unet = ["model.unet.in_channels=3", "model.unet.out_channels=3"];
+    ok(&ldm(&tiny(&uncond, &vq, &vq_unet)));
+    let out = base.join("uncond-samples");
+    ok(&sample(&uncond, &out, &["--n", "2"]));
+    for name in ["0000.png", "0001.png", "grid.png"] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    clean_error(
+        &sample(&uncond, &base.join("x"), &["--n", "1", "--guidance", "3"]),
+        &["--guidance"],
+    );
+    // A UNet that does not take the autoencoder's latent channels.
+    clean_error(
+        &ldm(&tiny(&base.join("mismatch"), &vq, &[])),
+        &["in_channels"],
+    );
+
+    // adm class conditioning on the KL fixture, resumed once.
+    let adm = base.join("adm");
+    let adm_sets = [
+        "conditioning.kind=\"class\"",
+        "model.conditioning_key=\"adm\"",
+    ];
+    let mut first = tiny(&adm, &f.ae, &adm_sets);
+    first.extend(["--set".to_string(), "train.max_steps=1".to_string()]);
+    ok(&ldm(&first));
+    let mut resumed = tiny(&adm, &f.ae, &adm_sets);
+    resumed.push("--resume".into());
+    ok(&ldm(&resumed));
+    let model = std::fs::read(adm.join("checkpoints/step-00000002/model.safetensors")).unwrap();
+    let text = String::from_utf8_lossy(&model);
+    assert!(
+        text.contains("label_emb.weight"),
+        "adm has a label embedding"
+    );
+    assert!(
+        !text.contains("cond_stage_model"),
+        "adm has no class embedder"
+    );
+    let out = base.join("adm-samples");
+    ok(&sample(
+        &adm,
+        &out,
+        &["--class", "2", "--n", "1", "--guidance", "2"],
+    ));
+    // Class 2 of a class folder: the third folder name in sorted order.
+    let third = LabelledImages::class_folder(&f.data).unwrap().class_names()[2].clone();
+    assert!(out.join(&third).join("0000.png").is_file(), "{third}");
     let _ = std::fs::remove_dir_all(base);
 }
 

@@ -37,12 +37,22 @@ impl ImageFolder {
     /// [`DataError::NoImages`] if nothing with an image extension is below it,
     /// [`DataError::Io`] if a folder or file's metadata cannot be read.
     pub fn scan(root: &Path) -> Result<Self, DataError> {
+        Self::scan_filtered(root, |_| true)
+    }
+
+    /// [`ImageFolder::scan`] keeping only the files for which `keep` is true,
+    /// e.g. to leave out a preview image written beside the dataset.
+    ///
+    /// # Errors
+    /// As [`ImageFolder::scan`]; [`DataError::NoImages`] if nothing is kept.
+    pub fn scan_filtered(root: &Path, keep: impl Fn(&Path) -> bool) -> Result<Self, DataError> {
         if !root.is_dir() {
             return Err(DataError::MissingRoot {
                 root: root.to_path_buf(),
             });
         }
-        let found = scan_files(root)?;
+        let mut found = scan_files(root)?;
+        found.retain(|(path, _)| keep(path));
         if found.is_empty() {
             return Err(DataError::NoImages {
                 root: root.to_path_buf(),

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ldm_data::{
-    open_source, save_grid_png, DataPosition, Loader, LoaderConfig, SourceKind, Transform,
+    open_source, save_grid_png, DataPosition, ImageSource, Loader, LoaderConfig, SourceKind,
+    Transform,
 };
 use ldm_models::quantizer::usage_stats;
 use ldm_models::{Autoencoder, InceptionFid, Lpips};
@@ -127,7 +128,19 @@ pub fn eval_loader(
     transform: Transform,
     batch_size: usize,
 ) -> Result<Loader> {
-    let folder = open_source(root, SourceKind::Auto, split)?;
+    loader_of(
+        open_source(root, SourceKind::Auto, split)?,
+        transform,
+        batch_size,
+    )
+}
+
+/// An evaluation loader (in order, no repeat, every image) over `source`.
+pub fn loader_of(
+    source: impl ImageSource + 'static,
+    transform: Transform,
+    batch_size: usize,
+) -> Result<Loader> {
     let cfg = LoaderConfig {
         batch_size,
         workers: 0,
@@ -138,7 +151,7 @@ pub fn eval_loader(
         transform,
         prefetch: 2,
     };
-    Ok(Loader::new(folder, cfg, DataPosition::default())?)
+    Ok(Loader::new(source, cfg, DataPosition::default())?)
 }
 
 /// Reconstructs up to `limit` images (0 = all) from `loader` through the

@@ -3,17 +3,18 @@
 //! held-out images, with the FID Inception of `scripts/setup.sh`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ldm_data::{open_source, SourceKind, Transform};
+use ldm_data::{ImageFolder, Transform};
 use serde::Serialize;
 
-use crate::autoencoder::eval::eval_loader;
+use crate::autoencoder::eval::{eval_loader, loader_of};
 use crate::diffusion::load::load_diffusion;
-use crate::diffusion::sample::class_dir;
+use crate::diffusion::sample::{class_dir, GRID_FILE};
 use crate::diffusion::sampler::{sample_latents, SampleSpec};
 use crate::shared::assets;
 use crate::shared::fid::{frechet_distance, FeatureSet};
@@ -140,9 +141,14 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
     let mut scores = Vec::new();
     for dir in &a.samples {
         let mut fake = FeatureSet::new(2048);
-        let src = open_source(dir, SourceKind::Auto, None)
-            .map_err(|e| anyhow::anyhow!("--samples: {e}"))?;
-        let mut l = eval_loader(dir, None, transform.clone(), a.batch)?;
+        // Every image below the folder, class subfolders included, except
+        // the preview grid `ldm-train sample` writes at its top.
+        let grid = dir.join(GRID_FILE);
+        let src = Arc::new(
+            ImageFolder::scan_filtered(dir, |p| p != grid)
+                .map_err(|e| anyhow::anyhow!("--samples: {e}"))?,
+        );
+        let mut l = loader_of(Arc::clone(&src), transform.clone(), a.batch)?;
         while let Some(b) = l.next_batch()? {
             let [n, _, h, w] = b.shape();
             features_of(&net, b.images, n, h, w, device, &mut fake);

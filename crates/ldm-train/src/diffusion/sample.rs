@@ -31,6 +31,10 @@ pub struct SampleArgs {
     pub no_ema: bool,
 }
 
+/// The preview grid `sample` writes at the top of its output folder;
+/// `eval diffusion --samples` leaves it out of the images it scores.
+pub const GRID_FILE: &str = "grid.png";
+
 /// A folder name for a class: its name with path separators replaced.
 pub fn class_dir(name: &str) -> String {
     name.replace(['/', '\\'], "-")
@@ -135,7 +139,7 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
             w,
         )?;
     }
-    let grid = a.out.join("grid.png");
+    let grid = a.out.join(GRID_FILE);
     save_grid_png(&grid, &v, n, h, w, a.n)?;
     println!(
         "wrote {n} samples ({} steps of {}, guidance {}) in {:.1} s: {}",
