@@ -315,6 +315,31 @@ fn short_run_learns_and_samples_are_written() {
     let again = base.join("again");
     ok(&sample(&again, &args));
     assert_eq!(std::fs::read(again.join("grid.png")).unwrap(), grid);
+    // Noise is keyed by sample, not batch: one class alone, one sample per
+    // batch, draws the same images as its row among both classes.
+    let alone = base.join("alone");
+    let mut one = args.to_vec();
+    one.drain(0..2);
+    ok(&sample(
+        &alone,
+        &[one.as_slice(), &["--batch-size", "1"]].concat(),
+    ));
+    let class = second.replace('/', "-");
+    for k in ["0000.png", "0001.png"] {
+        let a = image::open(out_dir.join(&class).join(k)).unwrap().to_rgb8();
+        let b = image::open(alone.join(&class).join(k)).unwrap().to_rgb8();
+        let worst = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 2,
+            "{k}: batched and alone differ by {worst} levels"
+        );
+    }
     for sampler in ["ddpm", "plms", "dpmpp-2m"] {
         ok(&sample(
             &base.join(sampler),

@@ -1,5 +1,5 @@
 //! burn's LibTorch backend (`--features tch`) against Flex: the same tiny
-//! autoencoder steps give the same losses and weights within a stated
+//! autoencoder step gives the same losses and weights within a stated
 //! tolerance, and a short training run on libtorch learns under the Flex bars.
 //!
 //! Run: `cargo test --release -p ldm-train --features tch --test libtorch`
@@ -54,18 +54,29 @@ fn tensors<B: AutodiffBackend>(t: &AeTrainer<B>) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// Stated tolerances. Measured on this machine over the 3 steps: every loss
-/// term within 1.5e-5 relative (d_weight, a ratio of gradient norms, is the
-/// loosest; the rest ≤ 5e-7), every weight within 3.4e-6 absolute — except the
-/// attention key biases, whose gradient is zero in exact arithmetic (softmax
-/// ignores a shift shared by all keys), so each backend's Adam turns its own
-/// rounding noise into steps of up to lr: they can differ by 2·lr a step
-/// (measured 2.0e-3 after 3 steps at lr 4e-4).
+/// Stated tolerances, for one whole step (G and D) from the same weights.
+/// Measured on two machines: every loss term within 2e-7 relative, except
+/// the GAN terms: the discriminator's logits start near 0, so `g_loss`
+/// carries the rounding of O(1) sums (1.5e-7 absolute, 1e-4 of its own size,
+/// inside LOSS_ATOL); every weight within 3.4e-6 absolute,
+/// except two kinds of entries that Adam's first step turns from rounding
+/// noise into whole steps (update = lr · g/(|g| + eps) ≈ ±lr):
+/// - the attention key biases, whose gradient is zero in exact arithmetic
+///   (softmax ignores a shift shared by all keys);
+/// - a rare weight whose gradient happens to lie within rounding of 0, so
+///   its sign, hence its step, may differ: measured 0 entries on one CPU and
+///   2 of 1,121,024 on an AMD EPYC with AVX-512, each 2·lr apart.
+///
+/// Later steps are not compared: from such a flip on, the two runs follow
+/// the GAN term's ill-conditioning (the adaptive weight multiplies ∇g_loss by
+/// ~1500) and part by chaos, not by a backend difference (measured: g_loss 2 %
+/// apart at the third step on the EPYC). `libtorch_training_learns` covers many steps.
 const LOSS_RTOL: f64 = 1e-4;
 const LOSS_ATOL: f64 = 1e-6;
 const WEIGHT_ATOL: f64 = 1e-4;
-const STEPS: u64 = 3;
 const LR: f64 = 4e-4;
+/// At most one flipped entry in this many (see above).
+const FLIP_RARITY: usize = 50_000;
 
 /// Parameters with no true gradient (see above).
 fn gradient_free(key: &str) -> bool {
@@ -73,7 +84,7 @@ fn gradient_free(key: &str) -> bool {
 }
 
 #[test]
-fn flex_and_libtorch_take_the_same_steps() {
+fn flex_and_libtorch_take_the_same_step() {
     let mut f = trainer::<OnFlex>(Default::default());
     let dev = burn::backend::libtorch::LibTorchDevice::Cpu;
     let mut t = trainer::<OnTorch>(dev);
@@ -85,42 +96,47 @@ fn flex_and_libtorch_take_the_same_steps() {
     let loss = weights::parse(file("loss.safetensors"), "loss").unwrap();
     t.disc = weights::load(t.disc.clone(), &loss, "discriminator.", "loss").unwrap();
 
+    let a = f.train_step(batch(0, &Default::default())).unwrap().scalars;
+    let b = t.train_step(batch(0, &dev)).unwrap().scalars;
+    assert_eq!(a.len(), b.len());
     let mut worst_loss = 0.0f64;
-    for step in 0..STEPS {
-        let a = f
-            .train_step(batch(step, &Default::default()))
-            .unwrap()
-            .scalars;
-        let b = t.train_step(batch(step, &dev)).unwrap().scalars;
-        assert_eq!(a.len(), b.len());
-        for ((name, x), (name_b, y)) in a.iter().zip(&b) {
-            assert_eq!(name, name_b);
-            let d = (x - y).abs();
-            println!("step {step} {name}: flex {x:.6e} libtorch {y:.6e} (diff {d:.1e})");
-            assert!(
-                d <= LOSS_ATOL + LOSS_RTOL * x.abs(),
-                "step {step} {name}: flex {x} vs libtorch {y}"
-            );
-            worst_loss = worst_loss.max(d / (LOSS_ATOL + LOSS_RTOL * x.abs()));
-        }
+    for ((name, x), (name_b, y)) in a.iter().zip(&b) {
+        assert_eq!(name, name_b);
+        let d = (x - y).abs();
+        println!("{name}: flex {x:.6e} libtorch {y:.6e} (diff {d:.1e})");
+        assert!(
+            d <= LOSS_ATOL + LOSS_RTOL * x.abs(),
+            "{name}: flex {x} vs libtorch {y}"
+        );
+        worst_loss = worst_loss.max(d / (LOSS_ATOL + LOSS_RTOL * x.abs()));
     }
     let (mut worst, mut at) = (0.0f64, String::new());
+    let (mut entries, mut flips) = (0, Vec::new());
     for ((k, a), (k_b, b)) in tensors(&f).iter().zip(tensors(&t).iter()) {
         assert_eq!(k, k_b);
-        let d = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs() as f64)
-            .fold(0.0, f64::max);
-        if gradient_free(k) {
-            println!("{k} (no true gradient): weights differ by {d:.2e}");
-            assert!(d <= 2.0 * LR * STEPS as f64, "{k}: weights differ by {d}");
-        } else if d > worst {
-            (worst, at) = (d, k.clone());
+        entries += a.len();
+        for (x, y) in a.iter().zip(b) {
+            let d = f64::from((x - y).abs());
+            if gradient_free(k) || d > WEIGHT_ATOL {
+                assert!(d <= 2.0 * LR + WEIGHT_ATOL, "{k}: weights differ by {d}");
+                if !gradient_free(k) {
+                    flips.push(format!("{k} ({d:.1e})"));
+                }
+            } else if d > worst {
+                (worst, at) = (d, k.clone());
+            }
         }
     }
-    println!("worst loss difference: {worst_loss:.3} of its tolerance; worst weight: {worst:.2e} at {at}");
-    assert!(worst <= WEIGHT_ATOL, "weights differ by {worst} at {at}");
+    println!(
+        "worst loss difference: {worst_loss:.3} of its tolerance; worst weight: {worst:.2e} at {at}; \
+         Adam sign flips: {} of {entries} entries {flips:?}",
+        flips.len()
+    );
+    assert!(
+        flips.len() * FLIP_RARITY <= entries,
+        "{} weights a whole step apart: {flips:?}",
+        flips.len()
+    );
 }
 
 /// The learning recipe and bars of tests/learning.rs, trained and evaluated

@@ -211,6 +211,9 @@ struct SampleCli {
     /// Sample with the raw weights instead of the EMA.
     #[arg(long)]
     no_ema: bool,
+    /// Samples per batch (bounds memory; the images do not depend on it).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
     #[command(flatten)]
     device: DeviceOpt,
 }
@@ -488,6 +491,7 @@ fn main() -> ExitCode {
                 seed: s.seed,
                 out: s.out,
                 no_ema: s.no_ema,
+                batch: s.batch_size,
             };
             dispatch(s.device.arg, SampleJob(args))
         }

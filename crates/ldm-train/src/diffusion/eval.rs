@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ldm_data::{ImageFolder, Transform};
@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::autoencoder::eval::{eval_loader, loader_of};
 use crate::diffusion::load::load_diffusion;
-use crate::diffusion::sample::{class_dir, GRID_FILE};
-use crate::diffusion::sampler::{sample_latents, SampleSpec};
+use crate::diffusion::sample::{sample_images, write_batch, GRID_FILE};
+use crate::diffusion::sampler::SampleSpec;
 use crate::shared::assets;
 use crate::shared::fid::{frechet_distance, FeatureSet};
 use crate::shared::progress;
@@ -173,45 +173,27 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
                 (0..a.n).map(|i| i * k / a.n).collect()
             });
             let pb = progress::bar(a.n as u64, 0, "samples");
-            for start in (0..a.n).step_by(a.batch) {
-                let end = (start + a.batch).min(a.n);
-                let lab = labels.as_ref().map(|l| &l[start..end]);
-                // Seeds per batch keep sample k's noise independent of --batch-size only
-                // up to the batch boundary; fixed --batch-size makes runs comparable.
-                let z = sample_latents(
-                    &ld.model,
-                    &ld.cfg.model.schedule(),
-                    ld.cfg.model.parameterization.into(),
-                    &a.spec,
-                    lab,
-                    end - start,
-                    ld.latent_shape,
-                    a.seed.wrapping_add(start as u64),
-                    device,
-                )?;
-                let x = ld.ae.decode(z / ld.scale_factor).clamp(-1.0, 1.0);
-                let [n, _, h, w] = x.dims();
-                let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
-                if let Some(out) = &a.out {
+            let ids: Vec<usize> = (0..a.n).collect();
+            sample_images(
+                &ld,
+                &a.spec,
+                labels.as_deref(),
+                &ids,
+                a.seed,
+                a.batch,
+                device,
+                |start, v, (h, w)| {
                     let per = 3 * h * w;
-                    for i in 0..n {
-                        let dir = match &labels {
-                            Some(l) => out.join(class_dir(&ld.class_names[l[start + i]])),
-                            None => out.clone(),
-                        };
-                        std::fs::create_dir_all(&dir)
-                            .with_context(|| format!("cannot create {}", dir.display()))?;
-                        crate::diffusion::sample::save_png(
-                            &dir.join(format!("{:05}.png", start + i)),
-                            &v[i * per..(i + 1) * per],
-                            h,
-                            w,
-                        )?;
+                    let n = v.len() / per;
+                    if let Some(out) = &a.out {
+                        let names = (&ld.class_names[..], labels.as_deref());
+                        write_batch(out, names, start, v, (h, w), |i| format!("{i:05}.png"))?;
                     }
-                }
-                features_of(&net, v, n, h, w, device, &mut fake);
-                pb.inc(n as u64);
-            }
+                    features_of(&net, v.to_vec(), n, h, w, device, &mut fake);
+                    pb.inc(n as u64);
+                    Ok(())
+                },
+            )?;
             pb.finish_and_clear();
             sample_seconds = ts.elapsed().as_secs_f64();
         }

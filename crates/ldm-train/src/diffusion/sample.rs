@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use ldm_data::save_grid_png;
 
-use crate::diffusion::load::load_diffusion;
+use crate::diffusion::load::{load_diffusion, LoadedDiffusion};
 use crate::diffusion::sampler::{sample_latents, SampleSpec};
 
 /// Arguments of `ldm-train sample`.
@@ -29,6 +29,8 @@ pub struct SampleArgs {
     pub out: PathBuf,
     /// Use the raw weights instead of the EMA.
     pub no_ema: bool,
+    /// Samples per batch (memory; the images do not depend on it).
+    pub batch: usize,
 }
 
 /// The preview grid `sample` writes at the top of its output folder;
@@ -82,6 +84,68 @@ pub fn save_png(path: &Path, chw: &[f32], h: usize, w: usize) -> Result<()> {
     .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Writes a decoded batch (CHW images in [−1, 1] back to back, sample
+/// `start + j` the j-th) as PNGs named `file(sample)`: under
+/// `<out>/<class name>/` when `classes` = (names, Some(labels per sample)),
+/// directly in `out` otherwise.
+pub fn write_batch(
+    out: &Path,
+    classes: (&[String], Option<&[usize]>),
+    start: usize,
+    chw: &[f32],
+    (h, w): (usize, usize),
+    file: impl Fn(usize) -> String,
+) -> Result<()> {
+    for (j, img) in chw.chunks_exact(3 * h * w).enumerate() {
+        let i = start + j;
+        let dir = match classes {
+            (names, Some(l)) => out.join(class_dir(&names[l[i]])),
+            (_, None) => out.to_path_buf(),
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        save_png(&dir.join(file(i)), img, h, w)?;
+    }
+    Ok(())
+}
+
+/// Samples `ids` (with `labels` when conditional; see [`sample_latents`]) in
+/// batches of `batch` and decodes them with the checkpoint's autoencoder,
+/// handing each batch to `sink` as (index of its first sample, CHW values in
+/// [−1, 1] back to back, image (h, w)).
+#[allow(clippy::too_many_arguments)]
+pub fn sample_images<B: Backend>(
+    ld: &LoadedDiffusion<B>,
+    spec: &SampleSpec,
+    labels: Option<&[usize]>,
+    ids: &[usize],
+    seed: u64,
+    batch: usize,
+    device: &B::Device,
+    mut sink: impl FnMut(usize, &[f32], (usize, usize)) -> Result<()>,
+) -> Result<()> {
+    let schedule = ld.cfg.model.schedule();
+    for start in (0..ids.len()).step_by(batch.max(1)) {
+        let end = (start + batch).min(ids.len());
+        let z = sample_latents(
+            &ld.model,
+            &schedule,
+            ld.cfg.model.parameterization.into(),
+            spec,
+            labels.map(|l| &l[start..end]),
+            &ids[start..end],
+            ld.latent_shape,
+            seed,
+            device,
+        )?;
+        let x = ld.ae.decode(z / ld.scale_factor).clamp(-1.0, 1.0);
+        let [_, _, h, w] = x.dims();
+        let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
+        sink(start, &v, (h, w))?;
+    }
+    Ok(())
+}
+
 /// Samples, decodes and writes the images.
 pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
     let ld = load_diffusion::<B>(&a.checkpoint, !a.no_ema, device)?;
@@ -107,38 +171,38 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
         }
         None
     };
+    if a.batch == 0 {
+        bail!("--batch-size: must be at least 1");
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let t0 = Instant::now();
-    let z = sample_latents(
-        &ld.model,
-        &ld.cfg.model.schedule(),
-        ld.cfg.model.parameterization.into(),
+    // Column k of every class row shares sample id k, hence its noise: the
+    // classes of one grid column start alike, and `--class 3` alone draws
+    // the noise of class 3's row among all classes.
+    let count = labels.as_ref().map_or(a.n, Vec::len);
+    let ids: Vec<usize> = (0..count).map(|i| i % a.n).collect();
+    let mut v: Vec<f32> = Vec::new();
+    let (mut h, mut w) = (0, 0);
+    sample_images(
+        &ld,
         &a.spec,
         labels.as_deref(),
-        a.n,
-        ld.latent_shape,
+        &ids,
         a.seed,
+        a.batch,
         device,
+        |start, chw, hw| {
+            (h, w) = hw;
+            let names = (&ld.class_names[..], labels.as_deref());
+            write_batch(&a.out, names, start, chw, hw, |i| {
+                format!("{:04}.png", ids[i])
+            })?;
+            v.extend_from_slice(chw);
+            Ok(())
+        },
     )?;
-    let x = ld.ae.decode(z / ld.scale_factor).clamp(-1.0, 1.0);
-    let [n, _, h, w] = x.dims();
-    let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    let per = 3 * h * w;
-    for i in 0..n {
-        let (dir, k) = match &labels {
-            Some(l) => (a.out.join(class_dir(&ld.class_names[l[i]])), i % a.n),
-            None => (a.out.clone(), i),
-        };
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        save_png(
-            &dir.join(format!("{k:04}.png")),
-            &v[i * per..(i + 1) * per],
-            h,
-            w,
-        )?;
-    }
+    let n = count;
     let grid = a.out.join(GRID_FILE);
     save_grid_png(&grid, &v, n, h, w, a.n)?;
     println!(

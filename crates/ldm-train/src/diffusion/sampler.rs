@@ -82,10 +82,34 @@ pub struct SampleSpec {
     pub spacing: SpacingName,
 }
 
-/// Standard-normal values of sample `index` for `seed`: sample k is the same
-/// whichever batch it is drawn in, so `--n 16` starts with the `--n 4` images.
-fn sample_noise(seed: u64, index: usize, len: usize) -> Vec<f32> {
-    normal(mix(&[seed, 0x5A3D, index as u64]), len)
+/// Standard-normal values of sample `id` for `seed`: the initial noise, or
+/// (`step = Some(i)`) the noise a stochastic sampler adds at step `i`. Keyed
+/// per sample, so sample k is the same whichever batch it is drawn in and
+/// however large `--n` or `--batch-size` is.
+fn sample_noise(seed: u64, id: usize, step: Option<usize>, len: usize) -> Vec<f32> {
+    match step {
+        None => normal(mix(&[seed, 0x5A3D, id as u64]), len),
+        Some(i) => normal(mix(&[seed, 0x5A3E, i as u64, id as u64]), len),
+    }
+}
+
+/// `ids`' noise (each sample's [`sample_noise`]) as one `[n, C, h, w]` batch.
+fn noise_batch<B: Backend>(
+    seed: u64,
+    ids: &[usize],
+    step: Option<usize>,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    let values: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| sample_noise(seed, id, step, c * h * w))
+        .collect();
+    Tensor::from_data(
+        burn::tensor::TensorData::new(values, [ids.len(), c, h, w]),
+        device,
+    )
 }
 
 /// The timesteps of `spec`, checked against the schedule's T.
@@ -105,8 +129,9 @@ pub fn timesteps_for(spec: &SampleSpec, t: usize) -> Result<Vec<usize>> {
     Ok(ts)
 }
 
-/// Draws `labels.len()` (conditional) or `n` latents `[n, C, h, w]` in the
-/// model's scaled latent space.
+/// Draws one latent `[C, h, w]` per entry of `ids` (the sample ids that key
+/// their noise), in the model's scaled latent space; `labels`, one per id,
+/// when the model is conditional.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_latents<B: Backend>(
     model: &LatentDiffusion<B>,
@@ -114,13 +139,11 @@ pub fn sample_latents<B: Backend>(
     param: Parameterization,
     spec: &SampleSpec,
     labels: Option<&[usize]>,
-    n: usize,
+    ids: &[usize],
     shape: [usize; 3],
     seed: u64,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
-    let [c, h, w] = shape;
-    let per = c * h * w;
     if model.is_conditional() && labels.is_none() {
         bail!("the model is class-conditional: give the classes to sample");
     }
@@ -130,9 +153,10 @@ pub fn sample_latents<B: Backend>(
             spec.guidance
         );
     }
-    let n = labels.map_or(n, |l| l.len());
-    let values: Vec<f32> = (0..n).flat_map(|i| sample_noise(seed, i, per)).collect();
-    let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(values, [n, c, h, w]), device);
+    if let Some(l) = labels {
+        assert_eq!(l.len(), ids.len(), "one label per sample id");
+    }
+    let x = noise_batch::<B>(seed, ids, None, shape, device);
     let ts = timesteps_for(spec, schedule.len())?;
     let labels: Option<Vec<usize>> = labels.map(<[usize]>::to_vec);
     let null = model.null_class();
@@ -152,10 +176,7 @@ pub fn sample_latents<B: Backend>(
         model.forward(x, &tf, lab.as_deref())
     };
     let mut den = ClassifierFreeGuidance::new(inner, spec.guidance);
-    let step_noise = |i: usize| {
-        let v = normal(mix(&[seed, 0x5A3E, i as u64]), n * per);
-        Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [n, c, h, w]), device)
-    };
+    let step_noise = |i: usize| noise_batch::<B>(seed, ids, Some(i), shape, device);
     Ok(match spec.sampler {
         SamplerKind::Ddim => ddim(schedule, param, &ts, spec.eta, x, &mut den, step_noise),
         SamplerKind::Ddpm => ddpm(schedule, param, &ts, None, x, &mut den, step_noise),

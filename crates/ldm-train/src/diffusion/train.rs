@@ -282,6 +282,10 @@ pub fn sample_grid<B: Backend>(
             .flat_map(|c| std::iter::repeat_n(c, per))
             .collect()
     });
+    // Column k of each row is sample id k: every row starts from the same noise.
+    let ids: Vec<usize> = (0..labels.as_ref().map_or(per, Vec::len))
+        .map(|i| i % per)
+        .collect();
     let spec = SampleSpec {
         sampler: SamplerKind::Ddim,
         steps: cfg.logging.sample_steps,
@@ -299,7 +303,7 @@ pub fn sample_grid<B: Backend>(
         cfg.model.parameterization.into(),
         &spec,
         labels.as_deref(),
-        per,
+        &ids,
         shape,
         cfg.train.seed,
         device,
