@@ -242,6 +242,14 @@ pub fn learn(config: &str, tag: &str, device: &str, extra: &[&str]) -> Learned {
     let rep: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("eval.json")).unwrap()).unwrap();
     assert_eq!(rep["images"].as_u64(), Some(6));
+    // The baseline is scored by LPIPS too (bilinear from ¼ size: far from 0).
+    let base_lpips = rep["baseline_lpips"]
+        .as_f64()
+        .expect("baseline LPIPS in eval.json");
+    assert!(
+        (0.2..1.0).contains(&base_lpips),
+        "baseline LPIPS {base_lpips}"
+    );
     assert!(std::fs::read_dir(&out_dir).unwrap().count() >= 7);
     let _ = std::fs::remove_dir_all(d);
     Learned {

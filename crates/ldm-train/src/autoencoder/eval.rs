@@ -45,6 +45,8 @@ pub struct Scores {
     pub baseline_psnr_y: f64,
     /// SSIM of that baseline.
     pub baseline_ssim: f64,
+    /// LPIPS of that baseline (None without LPIPS weights).
+    pub baseline_lpips: Option<f64>,
 }
 
 /// Scores of one image.
@@ -205,7 +207,7 @@ pub fn evaluate<B: Backend>(
         let bpy = psnr_luma(x.clone(), base.clone());
         let s = ssim(x.clone(), r.clone());
         let bp = psnr(x.clone(), base.clone());
-        let bs = ssim(x.clone(), base);
+        let bs = ssim(x.clone(), base.clone());
         let l1: Vec<f64> = (x.clone() - r.clone())
             .abs()
             .reshape([n as i32, -1])
@@ -213,12 +215,16 @@ pub fn evaluate<B: Backend>(
             .into_data()
             .iter::<f64>()
             .collect();
-        let lp: Option<Vec<f64>> = lpips.map(|net| {
-            net.forward(x.clone(), r.clone())
-                .into_data()
-                .iter::<f64>()
-                .collect()
-        });
+        let lpips_of = |y: &Tensor<B, 4>| -> Option<Vec<f64>> {
+            lpips.map(|net| {
+                net.forward(x.clone(), y.clone())
+                    .into_data()
+                    .iter::<f64>()
+                    .collect()
+            })
+        };
+        let lp = lpips_of(&r);
+        let blp = lpips_of(&base);
         if let Some(dir) = out {
             let recon: Vec<f32> = r
                 .clone()
@@ -256,6 +262,7 @@ pub fn evaluate<B: Backend>(
                     baseline_psnr: bp[i],
                     baseline_psnr_y: bpy[i],
                     baseline_ssim: bs[i],
+                    baseline_lpips: blp.as_ref().map(|v| v[i]),
                 },
             });
         }
@@ -276,6 +283,7 @@ pub fn evaluate<B: Backend>(
         baseline_psnr: mean(|s| s.baseline_psnr),
         baseline_psnr_y: mean(|s| s.baseline_psnr_y),
         baseline_ssim: mean(|s| s.baseline_ssim),
+        baseline_lpips: lpips.map(|_| mean(|s| s.baseline_lpips.unwrap_or(0.0))),
     };
     let codes = counts.map(|c| {
         let (perplexity, used) = usage_stats(&c);
@@ -371,8 +379,11 @@ pub fn run<B: Backend>(a: EvalArgs, device: &B::Device) -> Result<()> {
         );
     }
     println!(
-        "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB (luma {:.2}), SSIM {:.4}",
-        rep.mean.baseline_psnr, rep.mean.baseline_psnr_y, rep.mean.baseline_ssim
+        "baseline (avg-pool ×{f} + bilinear): PSNR {:.2} dB (luma {:.2}), SSIM {:.4}, LPIPS {}",
+        rep.mean.baseline_psnr,
+        rep.mean.baseline_psnr_y,
+        rep.mean.baseline_ssim,
+        opt(rep.mean.baseline_lpips, 4)
     );
     println!("wrote {} and reconstructions", json.display());
     Ok(())
