@@ -175,7 +175,7 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
             let pb = progress::bar(a.n as u64, 0, "samples");
             let ids: Vec<usize> = (0..a.n).collect();
             sample_images(
-                &ld,
+                &ld.sampling(),
                 &a.spec,
                 labels.as_deref(),
                 &ids,

@@ -9,7 +9,11 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use ldm_data::save_grid_png;
 
+use ldm_models::Autoencoder;
+
+use crate::diffusion::config::DiffusionRunConfig;
 use crate::diffusion::load::{load_diffusion, LoadedDiffusion};
+use crate::diffusion::model::LatentDiffusion;
 use crate::diffusion::sampler::{sample_latents, SampleSpec};
 
 /// Arguments of `ldm-train sample`.
@@ -109,13 +113,42 @@ pub fn write_batch(
     Ok(())
 }
 
+/// What drawing images needs: the denoiser, the first stage that decodes
+/// its latents, and how the latents were trained. Borrowed from a loaded
+/// checkpoint ([`LoadedDiffusion::sampling`]) or from a training run.
+pub struct Sampling<'a, B: Backend> {
+    /// UNet + conditioner.
+    pub model: &'a LatentDiffusion<B>,
+    /// The frozen first stage.
+    pub ae: &'a Autoencoder<B>,
+    /// The diffusion config (schedule, parameterization).
+    pub cfg: &'a DiffusionRunConfig,
+    /// Latents are divided by this before decoding.
+    pub scale_factor: f64,
+    /// `[C, h, w]` of the latents.
+    pub latent_shape: [usize; 3],
+}
+
+impl<B: Backend> LoadedDiffusion<B> {
+    /// This checkpoint's [`Sampling`] parts.
+    pub fn sampling(&self) -> Sampling<'_, B> {
+        Sampling {
+            model: &self.model,
+            ae: &self.ae,
+            cfg: &self.cfg,
+            scale_factor: self.scale_factor,
+            latent_shape: self.latent_shape,
+        }
+    }
+}
+
 /// Samples `ids` (with `labels` when conditional; see [`sample_latents`]) in
-/// batches of `batch` and decodes them with the checkpoint's autoencoder,
-/// handing each batch to `sink` as (index of its first sample, CHW values in
-/// [−1, 1] back to back, image (h, w)).
+/// batches of `batch` and decodes them with the first stage, handing each
+/// batch to `sink` as (index of its first sample, CHW values in [−1, 1] back
+/// to back, image (h, w)).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_images<B: Backend>(
-    ld: &LoadedDiffusion<B>,
+    s: &Sampling<'_, B>,
     spec: &SampleSpec,
     labels: Option<&[usize]>,
     ids: &[usize],
@@ -124,26 +157,32 @@ pub fn sample_images<B: Backend>(
     device: &B::Device,
     mut sink: impl FnMut(usize, &[f32], (usize, usize)) -> Result<()>,
 ) -> Result<()> {
-    let schedule = ld.cfg.model.schedule();
+    let schedule = s.cfg.model.schedule();
     for start in (0..ids.len()).step_by(batch.max(1)) {
         let end = (start + batch).min(ids.len());
         let z = sample_latents(
-            &ld.model,
+            s.model,
             &schedule,
-            ld.cfg.model.parameterization.into(),
+            s.cfg.model.parameterization.into(),
             spec,
             labels.map(|l| &l[start..end]),
             &ids[start..end],
-            ld.latent_shape,
+            s.latent_shape,
             seed,
             device,
         )?;
-        let x = ld.ae.decode(z / ld.scale_factor).clamp(-1.0, 1.0);
+        let x = s.ae.decode(z / s.scale_factor).clamp(-1.0, 1.0);
         let [_, _, h, w] = x.dims();
         let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
         sink(start, &v, (h, w))?;
     }
     Ok(())
+}
+
+/// Sample ids for a grid of `rows` rows of `per` columns: column k of every
+/// row is sample k, so every row starts from the same noise.
+pub fn grid_ids(rows: usize, per: usize) -> Vec<usize> {
+    (0..rows * per).map(|i| i % per).collect()
 }
 
 /// Samples, decodes and writes the images.
@@ -177,15 +216,12 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let t0 = Instant::now();
-    // Column k of every class row shares sample id k, hence its noise: the
-    // classes of one grid column start alike, and `--class 3` alone draws
-    // the noise of class 3's row among all classes.
-    let count = labels.as_ref().map_or(a.n, Vec::len);
-    let ids: Vec<usize> = (0..count).map(|i| i % a.n).collect();
+    // `--class 3` alone draws the noise of class 3's row among all classes.
+    let ids = grid_ids(labels.as_ref().map_or(1, |l| l.len() / a.n), a.n);
     let mut v: Vec<f32> = Vec::new();
     let (mut h, mut w) = (0, 0);
     sample_images(
-        &ld,
+        &ld.sampling(),
         &a.spec,
         labels.as_deref(),
         &ids,
@@ -202,7 +238,7 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
             Ok(())
         },
     )?;
-    let n = count;
+    let n = ids.len();
     let grid = a.out.join(GRID_FILE);
     save_grid_png(&grid, &v, n, h, w, a.n)?;
     println!(

@@ -19,7 +19,8 @@ use crate::diffusion::cache::{default_dir, ensure_cache, CacheSpec, LatentSet};
 use crate::diffusion::config::{load_run_config, ConditionKind, DiffusionRunConfig};
 use crate::diffusion::load::{FIRST_STAGE_CONFIG, FIRST_STAGE_WEIGHTS};
 use crate::diffusion::model::LatentDiffusion;
-use crate::diffusion::sampler::{sample_latents, SampleSpec, SamplerKind, SpacingName};
+use crate::diffusion::sample::{grid_ids, sample_images, Sampling};
+use crate::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
 use crate::diffusion::trainer::{DiffusionTrainer, LatentBatch, KIND_DIFFUSION};
 use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
 use crate::shared::config;
@@ -282,10 +283,7 @@ pub fn sample_grid<B: Backend>(
             .flat_map(|c| std::iter::repeat_n(c, per))
             .collect()
     });
-    // Column k of each row is sample id k: every row starts from the same noise.
-    let ids: Vec<usize> = (0..labels.as_ref().map_or(per, Vec::len))
-        .map(|i| i % per)
-        .collect();
+    let ids = grid_ids(labels.as_ref().map_or(1, |l| l.len() / per), per);
     let spec = SampleSpec {
         sampler: SamplerKind::Ddim,
         steps: cfg.logging.sample_steps,
@@ -297,21 +295,30 @@ pub fn sample_grid<B: Backend>(
         },
         spacing: SpacingName::Uniform,
     };
-    let z = sample_latents(
+    let parts = Sampling {
         model,
-        &cfg.model.schedule(),
-        cfg.model.parameterization.into(),
+        ae,
+        cfg,
+        scale_factor,
+        latent_shape: shape,
+    };
+    let (mut v, mut hw) = (Vec::new(), (0, 0));
+    // One batch: the grid is small.
+    sample_images(
+        &parts,
         &spec,
         labels.as_deref(),
         &ids,
-        shape,
         cfg.train.seed,
+        ids.len(),
         device,
+        |_, chw, size| {
+            v.extend_from_slice(chw);
+            hw = size;
+            Ok(())
+        },
     )?;
-    let x = ae.decode(z / scale_factor).clamp(-1.0, 1.0);
-    let [n, _, h, w] = x.dims();
-    let v: Vec<f32> = x.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    Ok((v, n, h, w))
+    Ok((v, ids.len(), hw.0, hw.1))
 }
 
 /// Trains a diffusion model on backend `B` as the args say.
