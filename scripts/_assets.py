@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import filecmp
 import gzip
 import hashlib
@@ -195,6 +196,32 @@ def recipe_stamp(inputs: list[Path]) -> dict:
         "inputs": sorted(p.name for p in inputs),
         "code": sha256_file(Path(__file__)),
     }
+
+
+@contextlib.contextmanager
+def staged_dir(cache: Path, out: Path):
+    """A fresh folder in `cache` to build `out` in: on success it replaces
+    `out` whole, on any failure it vanishes, so readers never see half a
+    dataset."""
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=f"{out.name}.tmp."))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+
+
+def report_errors(step) -> int:
+    """Runs `step()`; an AssetError becomes setup.sh's one-line error and the
+    exit status that tells setup.sh it was already printed."""
+    try:
+        step()
+    except AssetError as e:
+        print(f"setup.sh: error: {e}", file=sys.stderr)
+        return EXIT_REPORTED
+    return 0
 
 
 def read_json(path: Path):

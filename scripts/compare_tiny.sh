@@ -4,13 +4,13 @@
 # on the same photos and evaluated on the same held-out photos. Prints one
 # markdown table: PSNR, SSIM, LPIPS, rFID and (VQ) code usage.
 #
-# Usage: bash scripts/compare_tiny.sh            (STEPS=400 by default)
+# Usage: bash scripts/compare_tiny.sh            (STEPS=1600 by default: the configs' budget)
 #        STEPS=100 bash scripts/compare_tiny.sh  (a quicker, rougher look)
 # Runs land in runs/compare-<steps>/; an existing finished run is re-evaluated,
 # not retrained.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-steps="${STEPS:-400}"
+steps="${STEPS:-1600}"
 root="runs/compare-$steps"
 bash scripts/setup.sh
 cargo build --release -p ldm-train

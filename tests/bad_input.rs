@@ -18,6 +18,11 @@ fn config_errors_name_the_key() {
         &["train.batch_size"],
     );
     clean_error(&run_with(&d.join("r3"), &["data.size=30"]), &["data.size"]);
+    // Scale augmentation's range must not end below the base scale (64 here).
+    clean_error(
+        &run_with(&d.join("r4"), &["data.resize_max=48"]),
+        &["data.resize_max", "48"],
+    );
     let cfg = d.join("broken.toml");
     std::fs::write(&cfg, "[model\nch = 1").unwrap();
     let out = ldm(&[

@@ -11,12 +11,22 @@
 mod common;
 use common::*;
 
-/// Bars of the VQ recipe. Measured on Flex, this machine, seeds 0–4 and 23:
-/// L1 ratio 0.680–0.756 (0.711, 0.756, 0.728, 0.680, 0.689, 0.687), PSNR
-/// 14.08–14.90, codes used on the held-out photos 327–537 of 1024. Margins:
-/// 0.094 in ratio, 1.58 dB, and a collapse to under 100 codes.
-const VQ_MAX_RATIO: f64 = 0.85;
-const VQ_MIN_PSNR: f64 = 12.5;
+/// Bars of the VQ recipe (`tiny/vq-f4.toml`, Adam (0.9, 0.999)), seeds 0–4
+/// and 23:
+/// - Flex, this machine (Intel Xeon): L1 ratio 0.694–0.842 (0.842, 0.825,
+///   0.797, 0.694, 0.753, 0.815), PSNR 12.84–14.34, codes used on the
+///   held-out photos 371–440 of 1024;
+/// - Flex shown an AMD EPYC core's caches: ratio 0.694–0.842, PSNR
+///   12.85–14.36, codes 377–449;
+/// - libtorch, this machine: ratio 0.660–0.822, PSNR 13.57–15.10, codes
+///   266–551.
+///
+/// After one step the PSNR is 11.48. (With the former Adam (0.5, 0.9) the
+/// ratio was 0.680–0.756: the GAN betas move a VQ model faster in its first
+/// 80 steps.) Margins: 0.078 in ratio, 0.64 dB, and a collapse to under 100
+/// codes.
+const VQ_MAX_RATIO: f64 = 0.92;
+const VQ_MIN_PSNR: f64 = 12.2;
 const VQ_MIN_CODES: u64 = 100;
 
 #[test]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
+use crate::image_cache::ImageCache;
 use crate::order::epoch_order;
 use crate::rng::sample_seed;
 use crate::{Batch, DataError, DataPosition, ImageSource, LoaderConfig};
@@ -30,6 +31,8 @@ pub(crate) struct Assembler {
     /// file costs one warning and one failed decode per run.
     failed: Vec<bool>,
     failed_count: usize,
+    /// Prepared images of files already decoded (within `cfg.cache_mb`).
+    cache: ImageCache,
 }
 
 /// A decoded sample with its item index, name and label.
@@ -78,6 +81,7 @@ impl Assembler {
             })?;
         let order = epoch_order(len, cfg.shuffle, cfg.seed, start.epoch);
         let assembler = Self {
+            cache: ImageCache::new(cfg.cache_mb << 20),
             failed: vec![false; len],
             failed_count: 0,
             order,
@@ -174,16 +178,25 @@ impl Assembler {
 
     /// Decodes and transforms `candidates` on the pool, results in input order.
     fn decode_all(&self, candidates: &[Candidate]) -> Vec<Result<Vec<f32>, DataError>> {
-        let source = &*self.source;
+        let (source, cache) = (&*self.source, &self.cache);
         let (transform, seed, epoch) = (&self.cfg.transform, self.cfg.seed, self.position.epoch);
         self.pool.install(|| {
             candidates
                 .par_iter()
                 .map(|c| {
                     // What `load_image_chw` does for a file (the transform
-                    // was validated with the config).
-                    let image = source.load_rgb(c.file)?;
-                    Ok(transform.apply(&image, sample_seed(seed, epoch, c.position)))
+                    // was validated with the config), the prepared image
+                    // kept for the next epochs.
+                    let prepared = match cache.get(c.file) {
+                        Some(image) => image,
+                        None => {
+                            let image = source.load_rgb(c.file)?;
+                            let prepared = transform.prepare(&image).unwrap_or(image);
+                            cache.offer(c.file, prepared)
+                        }
+                    };
+                    let rng_seed = sample_seed(seed, epoch, c.position);
+                    Ok(transform.apply_prepared(&prepared, rng_seed))
                 })
                 .collect()
         })

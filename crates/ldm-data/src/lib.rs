@@ -25,12 +25,15 @@
 //!     transform: Transform {
 //!         size: 256,
 //!         resize: None,
+//!         resize_max: None,
 //!         random_crop: true,
 //!         hflip: true,
+//!         channel_shuffle: false,
 //!         fit: Fit::Crop,
 //!         pad_value: 0,
 //!     },
 //!     prefetch: 4,
+//!     cache_mb: 0,
 //! };
 //! let mut loader = Loader::new(folder, cfg, DataPosition::default())?;
 //! let batch = loader.next_batch()?.expect("repeat never ends");
@@ -54,8 +57,10 @@
 //! let transform = Transform {
 //!     size: 32,
 //!     resize: None,
+//!     resize_max: None,
 //!     random_crop: false,
 //!     hflip: false,
+//!     channel_shuffle: false,
 //!     fit: Fit::Pad,
 //!     pad_value: 0,
 //! };
@@ -68,6 +73,7 @@
 //!     repeat: true,
 //!     transform,
 //!     prefetch: 4,
+//!     cache_mb: 0,
 //! };
 //! let mut loader = Loader::new(Arc::clone(&data), cfg, DataPosition::default())?;
 //! let batch = loader.next_batch()?.expect("repeat never ends");
@@ -86,6 +92,7 @@ mod folder;
 mod grid;
 mod hash;
 pub mod idx;
+mod image_cache;
 mod labelled;
 pub mod latent_cache;
 mod loader;

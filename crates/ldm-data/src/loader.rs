@@ -33,6 +33,12 @@ pub struct LoaderConfig {
     /// the caller's thread when asked (still decoding in parallel), which is
     /// handy when debugging. Affects speed and memory only, never the batches.
     pub prefetch: usize,
+    /// MiB of prepared images (decoded and brought to the transform's
+    /// largest scale) kept in memory, so later epochs skip decoding and
+    /// resizing them; 0 keeps none. Affects speed and memory only, never the
+    /// batches.
+    #[serde(default)]
+    pub cache_mb: usize,
 }
 
 impl LoaderConfig {

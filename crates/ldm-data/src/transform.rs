@@ -58,10 +58,26 @@ pub struct Transform {
     /// that still see that scale's statistics.
     #[serde(default)]
     pub resize: Option<u32>,
+    /// Scale augmentation: when set (> `resize`), each sample's `r` is drawn
+    /// log-uniformly from [`resize`, `resize_max`] instead of being `resize`,
+    /// so every octave of scale is seen equally often: a model trained on
+    /// large photos at one small scale only meets their densest detail,
+    /// never the smooth skies and gradients the same photos show larger.
+    /// `None` keeps the fixed scale, bit for bit.
+    #[serde(default)]
+    pub resize_max: Option<u32>,
     /// Crop at a random offset instead of the centre.
     pub random_crop: bool,
     /// Mirror horizontally with probability ½.
     pub hflip: bool,
+    /// Colour augmentation: each sample's R, G, B planes in one of the six
+    /// orders, drawn uniformly (the identity included). Luminance structure
+    /// stays natural while the colours seen cover the whole cube, so a small
+    /// autoencoder learns to carry hues its few training images lack (a
+    /// lilac sky, a magenta flower) instead of pulling them to the ones it
+    /// saw. Off by default; meaningless for labels that depend on colour.
+    #[serde(default)]
+    pub channel_shuffle: bool,
     /// How images are brought to the square the crop is taken from; the
     /// default [`Fit::Crop`] is the original behaviour.
     #[serde(default)]
@@ -95,6 +111,12 @@ impl Transform {
                 self.size
             )));
         }
+        let base = self.base_square();
+        if let Some(max) = self.resize_max.filter(|&m| m < base) {
+            return Err(DataError::Config(format!(
+                "transform resize_max ({max}) must be at least resize ({base})"
+            )));
+        }
         Ok(())
     }
 
@@ -106,17 +128,73 @@ impl Transform {
     /// Applies the transform to a decoded image; output is CHW `f32` in
     /// `[-1, 1]` (`x / 127.5 - 1`), the range the autoencoder expects.
     ///
+    /// The same as [`Transform::apply_prepared`] on [`Transform::prepare`]'s
+    /// result: a loader that keeps prepared images gets identical samples.
     /// All randomness comes from `rng_seed` (see [`crate::sample_seed`]).
+    ///
+    /// # Panics
+    /// If `size` is zero (call [`Transform::validate`] first).
+    pub fn apply(&self, image: &RgbImage, rng_seed: u64) -> Vec<f32> {
+        match self.prepare(image) {
+            Some(prepared) => self.apply_prepared(&prepared, rng_seed),
+            None => self.apply_prepared(image, rng_seed),
+        }
+    }
+
+    /// The square side samples are cut from without scale augmentation.
+    fn base_square(&self) -> u32 {
+        self.resize.unwrap_or(self.size).max(self.size)
+    }
+
+    /// The largest square side a sample of this transform is cut from.
+    fn largest_square(&self) -> u32 {
+        let base = self.base_square();
+        self.resize_max.map_or(base, |m| m.max(base))
+    }
+
+    /// The part of the transform that does not depend on the sample's seed:
+    /// the image brought to the largest scale any sample needs (the fixed
+    /// scale, or `resize_max` with scale augmentation), or `None` when the
+    /// image is already there. Usually far smaller than the decoded image,
+    /// so a loader can keep it in memory and skip decoding and resizing the
+    /// file again (see [`crate::LoaderConfig::cache_mb`]).
+    pub fn prepare(&self, image: &RgbImage) -> Option<RgbImage> {
+        let side = self.largest_square();
+        let (width, height) = image.dimensions();
+        let fits = match self.fit {
+            Fit::Crop => width.min(height) == side,
+            Fit::Pad => width.max(height) <= side,
+            Fit::Resize => (width, height) == (side, side),
+        };
+        (!fits).then(|| match self.fit {
+            Fit::Crop => resize_shorter_side(image, side),
+            Fit::Pad => shrink_to_fit(image, side),
+            Fit::Resize => resize_exact(image, side),
+        })
+    }
+
+    /// Applies the seed-dependent rest of the transform to an image that
+    /// [`Transform::prepare`] has brought to scale: the scale draw (with
+    /// `resize_max`), crop, flip and channel order, then the conversion to
+    /// CHW `f32` in `[-1, 1]`.
+    ///
     /// The generator draws the crop offsets and the flip in a fixed order
     /// whether or not the options are enabled, so turning `random_crop` on or
     /// off does not change which samples get flipped.
     ///
     /// # Panics
     /// If `size` is zero (call [`Transform::validate`] first).
-    pub fn apply(&self, image: &RgbImage, rng_seed: u64) -> Vec<f32> {
+    pub fn apply_prepared(&self, image: &RgbImage, rng_seed: u64) -> Vec<f32> {
         let size = self.size;
         assert!(size > 0, "Transform::size must be > 0");
-        let square = self.resize.unwrap_or(size).max(size);
+        let mut rng = SplitMix64::new(rng_seed);
+        let base = self.base_square();
+        // Drawn first and only when asked for, so a fixed scale keeps the
+        // crop and flip draws (and its samples) of earlier versions.
+        let square = match self.resize_max {
+            Some(max) if max > base => log_uniform(&mut rng, base, max),
+            _ => base,
+        };
         let resized = match self.fit {
             Fit::Crop => resize_shorter_side(image, square),
             Fit::Pad => pad_to_square(image, square, self.pad_value),
@@ -124,10 +202,15 @@ impl Transform {
         };
         let (width, height) = resized.dimensions();
 
-        let mut rng = SplitMix64::new(rng_seed);
         let random_x = rng.below(u64::from(width - size) + 1) as u32;
         let random_y = rng.below(u64::from(height - size) + 1) as u32;
         let flip = rng.coin() && self.hflip;
+        // Drawn last and only when asked for: earlier draws are unchanged.
+        let order = if self.channel_shuffle {
+            CHANNEL_ORDERS[rng.below(6) as usize]
+        } else {
+            [0, 1, 2]
+        };
         let (left, top) = if self.random_crop {
             (random_x, random_y)
         } else {
@@ -141,15 +224,34 @@ impl Transform {
         for y in 0..size {
             for x in 0..size {
                 let src_x = if flip { left + size - 1 - x } else { left + x };
-                let [r, g, b] = resized.get_pixel(src_x, top + y).0;
+                let rgb = resized.get_pixel(src_x, top + y).0;
                 let i = y as usize * side + x as usize;
-                channels_r[i] = to_unit_range(r);
-                channels_g[i] = to_unit_range(g);
-                channels_b[i] = to_unit_range(b);
+                channels_r[i] = to_unit_range(rgb[order[0]]);
+                channels_g[i] = to_unit_range(rgb[order[1]]);
+                channels_b[i] = to_unit_range(rgb[order[2]]);
             }
         }
         out
     }
+}
+
+/// The six orders of the R, G, B planes, identity first.
+const CHANNEL_ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
+/// An integer in [`lo`, `hi`] whose logarithm is uniform: each octave of the
+/// range is drawn equally often.
+fn log_uniform(rng: &mut SplitMix64, lo: u32, hi: u32) -> u32 {
+    // 53 random bits make a uniform double in [0, 1).
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let (a, b) = (f64::from(lo).ln(), f64::from(hi).ln());
+    ((a + u * (b - a)).exp().round() as u32).clamp(lo, hi)
 }
 
 fn to_unit_range(v: u8) -> f32 {
@@ -185,33 +287,35 @@ fn resize_exact(image: &RgbImage, side: u32) -> RgbImage {
     imageops::resize(image, side, side, RESIZE_FILTER)
 }
 
+/// `image` shrunk, keeping its aspect ratio, so its longer side is `side`;
+/// a copy when it already fits (images are never enlarged).
+fn shrink_to_fit(image: &RgbImage, side: u32) -> RgbImage {
+    let (width, height) = image.dimensions();
+    let long = width.max(height);
+    if long <= side {
+        return image.clone();
+    }
+    let scale_short = |short: u32| -> u32 {
+        let scaled = (u64::from(short) * u64::from(side) + u64::from(long) / 2) / u64::from(long);
+        (scaled as u32).clamp(1, side)
+    };
+    let (new_w, new_h) = if width >= height {
+        (side, scale_short(height))
+    } else {
+        (scale_short(width), side)
+    };
+    imageops::resize(image, new_w, new_h, RESIZE_FILTER)
+}
+
 /// Centres `image` on a `side × side` canvas of gray `value`, first shrinking
 /// it (keeping the aspect ratio, longer side = `side`) if it does not fit.
 fn pad_to_square(image: &RgbImage, side: u32, value: u8) -> RgbImage {
-    let (width, height) = image.dimensions();
-    let long = width.max(height);
-    let shrunk;
-    let fitted = if long > side {
-        let scale_short = |short: u32| -> u32 {
-            let scaled =
-                (u64::from(short) * u64::from(side) + u64::from(long) / 2) / u64::from(long);
-            (scaled as u32).clamp(1, side)
-        };
-        let (new_w, new_h) = if width >= height {
-            (side, scale_short(height))
-        } else {
-            (scale_short(width), side)
-        };
-        shrunk = imageops::resize(image, new_w, new_h, RESIZE_FILTER);
-        &shrunk
-    } else {
-        image
-    };
+    let fitted = shrink_to_fit(image, side);
     let mut canvas = RgbImage::from_pixel(side, side, image::Rgb([value; 3]));
     let (w, h) = fitted.dimensions();
     imageops::replace(
         &mut canvas,
-        fitted,
+        &fitted,
         i64::from((side - w) / 2),
         i64::from((side - h) / 2),
     );
@@ -260,8 +364,10 @@ mod tests {
         let t = Transform {
             size: 8,
             resize: None,
+            resize_max: None,
             random_crop: false,
             hflip: false,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         };
@@ -278,14 +384,17 @@ mod tests {
         let t = Transform {
             size: 8,
             resize: None,
+            resize_max: None,
             random_crop: false,
             hflip: true,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         };
         let image = coordinate_image(8, 8);
         let plain = Transform {
             hflip: false,
+            channel_shuffle: false,
             ..t.clone()
         }
         .apply(&image, 0);
@@ -303,8 +412,10 @@ mod tests {
         let t = Transform {
             size: 4,
             resize: None,
+            resize_max: None,
             random_crop: true,
             hflip: false,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         };
@@ -346,8 +457,10 @@ mod tests {
         let out = Transform {
             size: 1,
             resize: None,
+            resize_max: None,
             random_crop: false,
             hflip: false,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         }
@@ -356,13 +469,105 @@ mod tests {
         let wide = Transform {
             size: 1,
             resize: None,
+            resize_max: None,
             random_crop: true,
             hflip: false,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         };
         let values: Vec<f32> = (0..32).map(|s| wide.apply(&image, s)[0]).collect();
         assert!(values.iter().all(|&v| v == 1.0 || v == -1.0));
+    }
+
+    #[test]
+    fn log_uniform_covers_each_octave_equally() {
+        let mut rng = SplitMix64::new(7);
+        let draws: Vec<u32> = (0..4000).map(|_| log_uniform(&mut rng, 64, 256)).collect();
+        assert!(draws.iter().all(|&r| (64..=256).contains(&r)));
+        let low = draws.iter().filter(|&&r| r < 128).count() as f64 / draws.len() as f64;
+        assert!((0.45..0.55).contains(&low), "share of [64, 128): {low}");
+        assert!(draws.contains(&64) && draws.contains(&256));
+    }
+
+    #[test]
+    fn resize_max_varies_the_scale_and_none_keeps_it() {
+        // Columns are 10 apart at the image's own scale (shorter side 10):
+        // a larger scale shows them closer together in the crop.
+        let image = coordinate_image(20, 10);
+        let fixed = Transform {
+            size: 4,
+            resize: Some(10),
+            resize_max: None,
+            random_crop: false,
+            hflip: false,
+            channel_shuffle: false,
+            fit: Fit::Crop,
+            pad_value: 0,
+        };
+        let same = Transform {
+            resize_max: Some(10),
+            ..fixed.clone()
+        };
+        let jittered = Transform {
+            resize_max: Some(40),
+            ..fixed.clone()
+        };
+        jittered.validate().unwrap();
+        let step = |s: &[f32]| i32::from(pixel(s, 4, 0, 3, 0)) - i32::from(pixel(s, 4, 0, 0, 0));
+        let mut steps = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            assert_eq!(fixed.apply(&image, seed), same.apply(&image, seed));
+            assert_eq!(step(&fixed.apply(&image, seed)), 30);
+            steps.insert(step(&jittered.apply(&image, seed)));
+        }
+        assert!(steps.len() > 3, "scales drawn: {steps:?}");
+        assert!(
+            steps.iter().all(|&d| d <= 30),
+            "never smaller than resize: {steps:?}"
+        );
+        let bad = Transform {
+            resize_max: Some(8),
+            ..fixed
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn channel_shuffle_permutes_planes_and_off_keeps_them() {
+        let image = RgbImage::from_pixel(2, 2, Rgb([10, 100, 200]));
+        let plain = Transform {
+            size: 2,
+            resize: None,
+            resize_max: None,
+            random_crop: true,
+            hflip: true,
+            channel_shuffle: false,
+            fit: Fit::Crop,
+            pad_value: 0,
+        };
+        let shuffled = Transform {
+            channel_shuffle: true,
+            ..plain.clone()
+        };
+        let mut orders = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let rgb = |t: &Transform| {
+                let s = t.apply(&image, seed);
+                [
+                    pixel(&s, 2, 0, 0, 0),
+                    pixel(&s, 2, 1, 0, 0),
+                    pixel(&s, 2, 2, 0, 0),
+                ]
+            };
+            assert_eq!(rgb(&plain), [10, 100, 200]);
+            let got = rgb(&shuffled);
+            let mut sorted = got;
+            sorted.sort_unstable();
+            assert_eq!(sorted, [10, 100, 200], "a permutation of the pixel");
+            orders.insert(got);
+        }
+        assert_eq!(orders.len(), 6, "all six orders in 64 draws");
     }
 
     #[test]
@@ -373,8 +578,10 @@ mod tests {
         let t = Transform {
             size: 4,
             resize: Some(8),
+            resize_max: None,
             random_crop: false,
             hflip: false,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         };
@@ -385,6 +592,7 @@ mod tests {
         assert_eq!(out[3], to_unit_range(9 * 16));
         let bad = Transform {
             resize: Some(2),
+            resize_max: None,
             ..t
         };
         assert!(bad.validate().is_err());

@@ -66,8 +66,10 @@ fn every_readable_format_gives_a_sample_in_range() {
     let t = Transform {
         size: 8,
         resize: None,
+        resize_max: None,
         random_crop: true,
         hflip: true,
+        channel_shuffle: false,
         fit: Fit::Crop,
         pad_value: 0,
     };
@@ -89,8 +91,10 @@ fn gray_rgba_and_16_bit_convert_as_documented() {
     let t = Transform {
         size: 10,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit: Fit::Crop,
         pad_value: 0,
     };
@@ -116,8 +120,10 @@ fn broken_files_are_errors_naming_the_file_not_panics() {
     let t = Transform {
         size: 8,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit: Fit::Crop,
         pad_value: 0,
     };

@@ -233,6 +233,7 @@ fn config(batch_size: usize, transform: Transform) -> LoaderConfig {
         repeat: false,
         transform,
         prefetch: 1,
+        cache_mb: 0,
     }
 }
 
@@ -240,8 +241,10 @@ fn plain_transform(size: u32) -> Transform {
     Transform {
         size,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit: Fit::Crop,
         pad_value: 0,
     }

@@ -161,12 +161,15 @@ fn a_class_folder_loads_the_same_batches_as_an_image_folder_of_it() {
         transform: Transform {
             size: 3,
             resize: None,
+            resize_max: None,
             random_crop: true,
             hflip: true,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         },
         prefetch: 2,
+        cache_mb: 0,
     };
     let take = |mut l: Loader| {
         (0..7)

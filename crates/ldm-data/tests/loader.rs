@@ -30,12 +30,15 @@ fn config(batch_size: usize) -> LoaderConfig {
         transform: Transform {
             size: 8,
             resize: None,
+            resize_max: None,
             random_crop: true,
             hflip: true,
+            channel_shuffle: false,
             fit: Fit::Crop,
             pad_value: 0,
         },
         prefetch: 2,
+        cache_mb: 0,
     }
 }
 
@@ -92,6 +95,41 @@ fn output_is_identical_for_any_workers_and_prefetch() {
     assert_eq!(reference, run(4, 1));
     assert_eq!(reference, run(1, 5));
     assert_eq!(reference, run(0, 3));
+}
+
+/// Keeping prepared images between epochs is invisible in the batches, for
+/// every fit, with scale augmentation and colour shuffling too.
+#[test]
+fn the_image_cache_changes_no_sample() {
+    let (dir, _, _) = mixed_dataset("cache");
+    for fit in [Fit::Crop, Fit::Pad, Fit::Resize] {
+        for (resize, resize_max, channel_shuffle) in [
+            (None, None, false),
+            (Some(10), None, false),
+            (Some(8), Some(24), true),
+        ] {
+            let run = |cache_mb| {
+                let base = config(4);
+                let cfg = LoaderConfig {
+                    cache_mb,
+                    transform: Transform {
+                        fit,
+                        resize,
+                        resize_max,
+                        channel_shuffle,
+                        ..base.transform.clone()
+                    },
+                    ..base
+                };
+                // 15 readable files: 12 batches of 4 are three epochs.
+                take(&mut loader(dir.path(), cfg, DataPosition::default()), 12)
+                    .iter()
+                    .map(key)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(run(0), run(1), "{fit:?} {resize:?} {resize_max:?}");
+        }
+    }
 }
 
 #[test]

@@ -8,8 +8,10 @@ fn transform(size: u32, fit: Fit) -> Transform {
     Transform {
         size,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit,
         pad_value: 0,
     }
@@ -62,6 +64,7 @@ fn pad_28_to_32_keeps_the_centre_and_fills_the_border() {
 fn pad_with_a_larger_canvas_and_random_crop_translates() {
     let t = Transform {
         resize: Some(36),
+        resize_max: None,
         random_crop: true,
         ..transform(32, Fit::Pad)
     };

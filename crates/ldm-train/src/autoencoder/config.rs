@@ -119,12 +119,22 @@ pub struct DataConfig {
     /// (the tiny config trains on 32² crops of photos at 64², evaluates at 64²).
     #[serde(default)]
     pub resize: Option<u32>,
+    /// Scale augmentation, **beyond** the reference: each training sample's
+    /// shorter side is drawn log-uniformly from [`resize`, `resize_max`]
+    /// (unset: always `resize`). Evaluation stays at `resize`.
+    #[serde(default)]
+    pub resize_max: Option<u32>,
     /// Random (else center) crops for training.
     #[serde(default = "yes")]
     pub random_crop: bool,
     /// Random horizontal flips for training.
     #[serde(default = "yes")]
     pub hflip: bool,
+    /// Colour augmentation, **beyond** the reference: each training sample's
+    /// R, G, B planes in a random one of the six orders (see the tiny photo
+    /// config for why a small first stage wants it).
+    #[serde(default)]
+    pub channel_shuffle: bool,
     /// How an image reaches the square it is cropped from: `crop` (resize the
     /// shorter side, the default), `pad` (centre on a constant border, never
     /// enlarging: Fashion-MNIST 28² → 32²) or `resize` (stretch).
@@ -139,6 +149,11 @@ pub struct DataConfig {
     /// Batches decoded ahead of the trainer.
     #[serde(default = "prefetch_default")]
     pub prefetch: usize,
+    /// MiB of decoded training images kept in memory at the largest scale a
+    /// sample needs, so later epochs skip decoding and resizing them (speed
+    /// only: the batches are the same bytes; 0 = off).
+    #[serde(default = "cache_mb_default")]
+    pub cache_mb: usize,
 }
 
 /// `[train]`: the optimization schedule.
@@ -228,6 +243,9 @@ fn ndf_default() -> usize {
 fn prefetch_default() -> usize {
     4
 }
+fn cache_mb_default() -> usize {
+    1024
+}
 fn beta1_default() -> f64 {
     0.5
 }
@@ -280,8 +298,10 @@ impl DataConfig {
         Transform {
             size: self.size,
             resize: self.resize,
+            resize_max: self.resize_max,
             random_crop: self.random_crop,
             hflip: self.hflip,
+            channel_shuffle: self.channel_shuffle,
             fit: self.fit,
             pad_value: self.pad_value,
         }
@@ -293,8 +313,10 @@ impl DataConfig {
         Transform {
             size: self.eval_size(),
             resize: None,
+            resize_max: None,
             random_crop: false,
             hflip: false,
+            channel_shuffle: false,
             fit: self.fit,
             pad_value: self.pad_value,
         }
@@ -335,6 +357,12 @@ impl RunConfig for AutoencoderRunConfig {
             bail!(
                 "data.size: {size} is not divisible by the downsampling factor {}",
                 self.model.downsampling()
+            );
+        }
+        if let Some(m) = self.data.resize_max.filter(|&m| m < self.data.eval_size()) {
+            bail!(
+                "data.resize_max: {m} is smaller than data.resize = {}",
+                self.data.eval_size()
             );
         }
         if let Some(r) = self.data.resize {

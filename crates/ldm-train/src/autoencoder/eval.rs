@@ -152,6 +152,7 @@ pub fn loader_of(
         repeat: false,
         transform,
         prefetch: 2,
+        cache_mb: 0,
     };
     Ok(Loader::new(source, cfg, DataPosition::default())?)
 }

@@ -73,6 +73,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
                 "logging.",
                 "data.workers",
                 "data.prefetch",
+                "data.cache_mb",
                 "data.val_root",
             ];
             config::warn_changed(&ck_cfg, &cfg, &harmless)?;
@@ -108,6 +109,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device) -> Result<()>
         repeat: true,
         transform: cfg.data.train_transform(),
         prefetch: cfg.data.prefetch,
+        cache_mb: cfg.data.cache_mb,
     };
     let mut loader = Loader::new(folder, loader_cfg, position)?;
     let writer = CheckpointWriter::new(

@@ -349,8 +349,10 @@ mod tests {
             transform: Transform {
                 size: 8,
                 resize: None,
+                resize_max: None,
                 random_crop: false,
                 hflip: false,
+                channel_shuffle: false,
                 fit: Fit::Crop,
                 pad_value: 0,
             },

@@ -108,8 +108,10 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
     let transform = Transform {
         size: ld.cfg.data.size,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit: ld.cfg.data.fit,
         pad_value: ld.cfg.data.pad_value,
     };

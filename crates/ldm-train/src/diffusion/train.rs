@@ -104,8 +104,10 @@ fn cache_transform(cfg: &DiffusionRunConfig) -> Transform {
     Transform {
         size: cfg.data.size,
         resize: None,
+        resize_max: None,
         random_crop: false,
         hflip: false,
+        channel_shuffle: false,
         fit: cfg.data.fit,
         pad_value: cfg.data.pad_value,
     }

@@ -38,6 +38,10 @@ pub const ALL: &[(&str, &str)] = &[
         include_str!("../../../../configs/tiny/kl-f4-fashion.toml"),
     ),
     (
+        "tiny/kl-f4-tux.toml",
+        include_str!("../../../../configs/tiny/kl-f4-tux.toml"),
+    ),
+    (
         "tiny/cin-fashion.toml",
         include_str!("../../../../configs/tiny/cin-fashion.toml"),
     ),
