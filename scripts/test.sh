@@ -30,7 +30,7 @@ bash scripts/tensorboard_check.sh "$tb/run" \
 # autoencoder's latents of the photos, with a sample grid.
 "${CARGO_TARGET_DIR:-target}/release/ldm-train" diffusion --config tiny/uncond-fashion.toml --run-dir "$tb/diffusion" \
   --set "autoencoder.checkpoint=\"$tb/run\"" --set "data.root=\"$data/train\"" --set 'data.fit="crop"' \
-  --set model.unet.in_channels=3 --set model.unet.out_channels=3 --set model.unet.model_channels=32 \
+  --set model.unet.in_channels=8 --set model.unet.out_channels=8 --set model.unet.model_channels=32 \
   --set model.unet.num_head_channels=16 --set train.batch_size=4 --set train.max_steps=4 \
   --set logging.every=1 --set logging.sample_every=2 --set logging.sample_steps=3
 bash scripts/tensorboard_check.sh "$tb/diffusion" \
