@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # (Re)create the PyTorch reference venv used to regenerate the parity
 # fixtures (scripts/make_parity_fixtures.py) and to check diffusers exports
-# (scripts/check_diffusers_export.py). Developers run it; CI never does: the
-# fixtures are committed and the Rust tests need no Python.
+# (scripts/check_diffusers_export.py); transformers is the reference for the
+# MiniLM text encoder (scripts/make_text_fixture.py). Developers run it; CI
+# never does: the fixtures are committed and the Rust tests need no Python.
 #
 #   venv:  ${LDM_TRAIN_CACHE:-~/.cache/ldm-train}/ref-venv
 #   pins:  below. torchvision comes in because lpips imports it; it is pinned
@@ -32,6 +33,7 @@ PINS=(
   "safetensors==0.8.0"
   "numpy==2.4.6"
   "lpips==0.1.4"
+  "transformers==5.25.0"
 )
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -50,7 +52,7 @@ for pin in sys.argv[1:]:
         sys.exit(1)
     if have.split("+")[0] != want:  # torch reports e.g. 2.15.0+cu132
         sys.exit(1)
-import torch, torchvision, diffusers, safetensors, numpy, lpips  # noqa: F401
+import torch, torchvision, diffusers, safetensors, numpy, lpips, transformers  # noqa: F401
 EOF
 }
 

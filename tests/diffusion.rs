@@ -59,31 +59,22 @@ fn fixture() -> &'static Fixture {
         let base = tmp("diffusion-fixture");
         let data = fashion_classes(&base.join("classes"));
         let ae = base.join("ae");
-        let args: Vec<String> = [
+        let sets = [
+            format!("data.root=\"{}\"", data.display()),
+            "train.batch_size=4".into(),
+            "train.max_steps=4".into(),
+            "checkpoint.every=2".into(),
+            "checkpoint.keep_last=3".into(),
+            "logging.val_every=0".into(),
+            "logging.image_every=0".into(),
+            "loss.perceptual_weight=0".into(),
+        ];
+        ok(&ldm(&run_args(
             "autoencoder",
-            "--config",
             "tiny/kl-f4-fashion.toml",
-            "--run-dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([ae.display().to_string()])
-        .chain(
-            [
-                format!("data.root=\"{}\"", data.display()),
-                "train.batch_size=4".into(),
-                "train.max_steps=4".into(),
-                "checkpoint.every=2".into(),
-                "checkpoint.keep_last=3".into(),
-                "logging.val_every=0".into(),
-                "logging.image_every=0".into(),
-                "loss.perceptual_weight=0".into(),
-            ]
-            .into_iter()
-            .flat_map(|o| ["--set".to_string(), o]),
-        )
-        .collect();
-        ok(&ldm(&args));
+            &ae,
+            &sets,
+        )));
         Fixture { data, ae }
     })
 }
@@ -110,23 +101,8 @@ fn small(run: &Path, extra: &[&str]) -> Vec<String> {
     sets
 }
 
-fn diffusion_args(cmd: &str, config: &str, run: &Path, sets: &[String]) -> Vec<String> {
-    let mut args = vec![
-        cmd.to_string(),
-        "--config".into(),
-        config.into(),
-        "--run-dir".into(),
-        run.display().to_string(),
-    ];
-    for s in sets {
-        args.push("--set".into());
-        args.push(s.clone());
-    }
-    args
-}
-
 fn train_diffusion(run: &Path, extra: &[&str], resume: bool) -> std::process::Output {
-    let mut args = diffusion_args(
+    let mut args = run_args(
         "diffusion",
         "tiny/cin-fashion.toml",
         run,
@@ -191,7 +167,7 @@ fn cache_notices_changed_images_autoencoders_and_damage() {
     let cache = |extra: &[&str]| {
         let mut sets = small(&run, extra);
         sets.push(format!("data.root=\"{}\"", data.display()));
-        let out = ldm(&diffusion_args(
+        let out = ldm(&run_args(
             "cache-latents",
             "tiny/cin-fashion.toml",
             &run,
@@ -461,7 +437,7 @@ fn vq_latents_and_adm_conditioning_train_and_sample() {
             "logging.sample_every=0".into(),
         ];
         sets.extend(extra.iter().map(|s| s.to_string()));
-        diffusion_args("diffusion", "tiny/uncond-fashion.toml", run, &sets)
+        run_args("diffusion", "tiny/uncond-fashion.toml", run, &sets)
     };
     let sample = |run: &Path, out: &Path, extra: &[&str]| {
         let mut args: Vec<String> = vec!["sample".into(), "--checkpoint".into()];
@@ -536,12 +512,7 @@ fn bad_diffusion_inputs_are_one_line_errors() {
     let with = |set: &str| {
         let mut sets = small(&run, &[]);
         sets.push(set.to_string());
-        ldm(&diffusion_args(
-            "diffusion",
-            "tiny/cin-fashion.toml",
-            &run,
-            &sets,
-        ))
+        ldm(&run_args("diffusion", "tiny/cin-fashion.toml", &run, &sets))
     };
     clean_error(
         &with("autoencoder.checkpoint=\"/no/such/run\""),
@@ -554,7 +525,7 @@ fn bad_diffusion_inputs_are_one_line_errors() {
     let uncond = base.join("uncond");
     let mut sets = small(&uncond, &["train.max_steps=1"]);
     sets.retain(|s| !s.starts_with("model.unet.context_dim") && !s.starts_with("conditioning."));
-    ok(&ldm(&diffusion_args(
+    ok(&ldm(&run_args(
         "diffusion",
         "tiny/uncond-fashion.toml",
         &uncond,

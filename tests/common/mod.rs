@@ -62,24 +62,29 @@ pub fn train(run_dir: &Path, extra: &[&str], resume: bool) -> Output {
     train_config("tiny/kl-f4.toml", run_dir, extra, resume)
 }
 
-/// The arguments of `ldm-train autoencoder --config CONFIG` into `run_dir`
-/// with the tiny overrides and `extra`.
-pub fn train_args(config: &str, run_dir: &Path, extra: &[&str]) -> Vec<String> {
+/// The arguments of `ldm-train CMD --config CONFIG --run-dir RUN` with a
+/// `--set` for each of `sets`.
+pub fn run_args(cmd: &str, config: &str, run_dir: &Path, sets: &[impl AsRef<str>]) -> Vec<String> {
     let mut args = vec![
-        "autoencoder".to_string(),
+        cmd.to_string(),
         "--config".into(),
         config.into(),
         "--run-dir".into(),
         run_dir.display().to_string(),
     ];
-    for o in tiny_overrides()
-        .into_iter()
-        .chain(extra.iter().map(|s| s.to_string()))
-    {
+    for s in sets {
         args.push("--set".into());
-        args.push(o);
+        args.push(s.as_ref().to_string());
     }
     args
+}
+
+/// The arguments of `ldm-train autoencoder --config CONFIG` into `run_dir`
+/// with the tiny overrides and `extra`.
+pub fn train_args(config: &str, run_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut sets = tiny_overrides();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    run_args("autoencoder", config, run_dir, &sets)
 }
 
 /// `ldm-train autoencoder --config CONFIG` with the tiny overrides and `extra`.

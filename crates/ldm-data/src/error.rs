@@ -119,6 +119,26 @@ pub enum DataError {
         reason: String,
     },
 
+    /// A folder of sidecar-captioned images ([`crate::CaptionedImages`]) in
+    /// which some images have no `<stem>.txt`. Reported as a count plus the
+    /// first offender, so one message covers a folder with thousands missing.
+    #[error(
+        "{missing} of {total} images under {root} have no caption file, the first is \
+         {first} (expected {expected}); add the missing captions or move those images out"
+    )]
+    MissingCaptions {
+        /// The dataset folder.
+        root: PathBuf,
+        /// How many images have no caption file.
+        missing: usize,
+        /// How many images the folder holds.
+        total: usize,
+        /// The first image (in path order) without a caption file.
+        first: PathBuf,
+        /// The caption file `first` would need.
+        expected: PathBuf,
+    },
+
     /// A configuration value that cannot work (zero batch size, zero image size, ...).
     #[error("invalid data configuration: {0}")]
     Config(String),

@@ -2,9 +2,11 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use crate::hash::Fnv1a;
 use crate::DataError;
 
 /// Extensions (lower-case) the decoders of this crate understand.
@@ -109,10 +111,25 @@ pub(crate) type FileStamp = (u64, u128);
 /// directory once) with their stamps, sorted by path; possibly empty.
 pub(crate) fn scan_files(dir: &Path) -> Result<Vec<(PathBuf, FileStamp)>, DataError> {
     let mut found = Vec::new();
-    let mut visited = HashSet::new();
-    collect(dir, &mut visited, &mut found)?;
+    // Never breaks: the visitor wants every file.
+    let _ = walk_images(dir, &mut |path, meta| {
+        found.push((path, file_stamp(meta)));
+        ControlFlow::Continue(())
+    })?;
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// Visits the image files below `dir` with [`scan_files`]'s rules, in
+/// directory-listing order (not sorted), until `visit` breaks; returns
+/// whether it did. Detection (is there *any* such file?) must not pay for a
+/// full listing of a million-image folder, which is why this can stop early.
+pub(crate) fn walk_images(
+    dir: &Path,
+    visit: &mut impl FnMut(PathBuf, &fs::Metadata) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, DataError> {
+    let mut visited = HashSet::new();
+    walk(dir, &mut visited, visit)
 }
 
 /// The stamp of one file (metadata following links).
@@ -125,18 +142,18 @@ pub(crate) fn file_stamp(meta: &fs::Metadata) -> FileStamp {
     (meta.len(), mtime)
 }
 
-fn collect(
+fn walk(
     dir: &Path,
     visited: &mut HashSet<PathBuf>,
-    found: &mut Vec<(PathBuf, FileStamp)>,
-) -> Result<(), DataError> {
+    visit: &mut impl FnMut(PathBuf, &fs::Metadata) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, DataError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
     };
     let real = fs::canonicalize(dir).map_err(io_err(dir))?;
     if !visited.insert(real) {
-        return Ok(());
+        return Ok(ControlFlow::Continue(()));
     }
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
@@ -145,13 +162,18 @@ fn collect(
         let Ok(meta) = fs::metadata(&path) else {
             continue;
         };
-        if meta.is_dir() {
-            collect(&path, visited, found)?;
+        let flow = if meta.is_dir() {
+            walk(&path, visited, &mut *visit)?
         } else if meta.is_file() && has_image_extension(&path) {
-            found.push((path, file_stamp(&meta)));
+            visit(path, &meta)
+        } else {
+            ControlFlow::Continue(())
+        };
+        if flow.is_break() {
+            return Ok(flow);
         }
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 pub(crate) fn has_image_extension(path: &Path) -> bool {
@@ -161,26 +183,29 @@ pub(crate) fn has_image_extension(path: &Path) -> bool {
 }
 
 fn fingerprint_of(root: &Path, files: &[(PathBuf, FileStamp)]) -> String {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = FNV_OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-        }
-    };
-    for (path, (size, mtime)) in files {
-        let rel = path.strip_prefix(root).unwrap_or(path);
-        // Components joined with '/' so the fingerprint is the same on Windows.
-        let rel: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
-        feed(rel.join("/").as_bytes());
-        // A separator byte that cannot occur in a path keeps "a"+"bc" and
-        // "ab"+"c" apart.
-        feed(&[0]);
-        feed(&size.to_le_bytes());
-        feed(&mtime.to_le_bytes());
+    let mut h = Fnv1a::new();
+    for (path, stamp) in files {
+        hash_file_identity(&mut h, root, path, *stamp);
     }
-    format!("{hash:016x}")
+    h.hex()
+}
+
+/// Feeds what identifies a listed file without reading it: its path
+/// relative to `base` (0-terminated), size and modification time. Shared by
+/// every listing fingerprint so they all notice the same kinds of change.
+pub(crate) fn hash_file_identity(h: &mut Fnv1a, base: &Path, path: &Path, stamp: FileStamp) {
+    let (size, mtime) = stamp;
+    h.write_str0(&relative_name(base, path))
+        .write_u64(size)
+        .write(&mtime.to_le_bytes());
+}
+
+/// `path` relative to `base`, components joined with `/`, so fingerprints
+/// are the same on Windows and wherever the dataset is mounted.
+pub(crate) fn relative_name(base: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    let parts: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+    parts.join("/")
 }
 
 #[cfg(test)]

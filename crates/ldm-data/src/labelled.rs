@@ -10,16 +10,17 @@ use std::str::FromStr;
 use image::RgbImage;
 
 use crate::decode::{decode_rgb8, decode_rgb8_bytes};
-use crate::folder::{has_image_extension, scan_files, FileStamp};
+use crate::folder::{has_image_extension, relative_name, scan_files, FileStamp};
 use crate::hash::Fnv1a;
 use crate::idx::{read_idx_labels, IdxImages};
-use crate::manifest::read_manifest;
+use crate::manifest::{read_manifest, read_text};
 use crate::DataError;
 
 /// Which kind of dataset a path holds; `Auto` detects it.
 ///
 /// Serialized in snake case (`"auto"`, `"folder"`, `"class_folder"`,
-/// `"idx"`, `"manifest"`), so it can sit in a TOML config as is.
+/// `"idx"`, `"manifest"`, `"captioned"`), so it can sit in a TOML config as
+/// is.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -28,8 +29,11 @@ pub enum SourceKind {
     /// Detect from the path: a `.jsonl`/`.csv` file is a manifest; an
     /// `*-images-idx3-ubyte[.gz]` file, or a folder holding one, is IDX; a
     /// folder with image files directly inside is an unlabelled
-    /// [`crate::ImageFolder`] (only [`crate::open_source`] accepts that); any
-    /// other folder is a class folder.
+    /// [`crate::ImageFolder`]; any other folder is a class folder. Only
+    /// [`crate::open_source`] accepts unlabelled folders, and it checks for
+    /// captions first: a folder with a `metadata.jsonl`, or with any image
+    /// that has a `<stem>.txt` beside it, is [`SourceKind::Captioned`] (see
+    /// [`crate::is_captioned_dir`]).
     #[default]
     Auto,
     /// Unlabelled images anywhere below a folder ([`crate::ImageFolder`]).
@@ -40,6 +44,11 @@ pub enum SourceKind {
     Idx,
     /// A JSONL or CSV list of `file`, `label` pairs.
     Manifest,
+    /// Images with text captions, for text-to-image training: a
+    /// `<stem>.txt` beside every image, or a `metadata.jsonl` of
+    /// `file_name`/`text` objects ([`crate::CaptionedImages`]). Captions are
+    /// not class labels, so only [`crate::open_source`] opens it.
+    Captioned,
 }
 
 impl SourceKind {
@@ -51,6 +60,7 @@ impl SourceKind {
             SourceKind::ClassFolder => "class_folder",
             SourceKind::Idx => "idx",
             SourceKind::Manifest => "manifest",
+            SourceKind::Captioned => "captioned",
         }
     }
 }
@@ -72,13 +82,14 @@ impl FromStr for SourceKind {
             SourceKind::ClassFolder,
             SourceKind::Idx,
             SourceKind::Manifest,
+            SourceKind::Captioned,
         ];
         let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
         all.into_iter()
             .find(|k| k.as_str() == wanted)
             .ok_or_else(|| {
                 DataError::Config(format!(
-                    "unknown dataset kind \"{s}\" (expected auto, folder, class_folder, idx or manifest)"
+                    "unknown dataset kind \"{s}\" (expected auto, folder, class_folder, idx, manifest or captioned)"
                 ))
             })
     }
@@ -146,8 +157,8 @@ impl LabelledImages {
     /// # Errors
     /// [`DataError::Dataset`] when the kind cannot be detected or `path` does
     /// not exist, [`DataError::Config`] for a `split` that does not apply or
-    /// for [`SourceKind::Folder`] (which has no labels; see
-    /// [`crate::open_source`]), and whatever the constructor of the kind
+    /// for [`SourceKind::Folder`] and [`SourceKind::Captioned`] (which have
+    /// no class labels; see [`crate::open_source`]), and whatever the constructor of the kind
     /// reports.
     pub fn open(path: &Path, kind: SourceKind, split: Option<&str>) -> Result<Self, DataError> {
         let kind = match kind {
@@ -155,6 +166,13 @@ impl LabelledImages {
             SourceKind::Folder => {
                 return Err(DataError::Config(format!(
                     "dataset kind \"folder\" ({}) has no labels; use a class folder, IDX files or a manifest",
+                    path.display()
+                )))
+            }
+            SourceKind::Captioned => {
+                return Err(DataError::Config(format!(
+                    "dataset kind \"captioned\" ({}) has captions, not class labels; \
+                     open it with open_source (CaptionedImages)",
                     path.display()
                 )))
             }
@@ -172,7 +190,9 @@ impl LabelledImages {
             SourceKind::Manifest => Self::manifest(path),
             SourceKind::Idx if idx_dir => Self::idx_dir(path, split.unwrap_or("train")),
             SourceKind::Idx => Self::idx_images_file(path),
-            SourceKind::Auto | SourceKind::Folder => unreachable!("resolved above"),
+            SourceKind::Auto | SourceKind::Folder | SourceKind::Captioned => {
+                unreachable!("resolved above")
+            }
         }
     }
 
@@ -458,7 +478,8 @@ impl LabelledImages {
         }
     }
 
-    /// The kind this dataset was read as (never `Auto` or `Folder`).
+    /// The kind this dataset was read as (never `Auto`, `Folder` or
+    /// `Captioned`).
     pub fn kind(&self) -> SourceKind {
         self.kind
     }
@@ -702,11 +723,15 @@ pub(crate) fn file_item_fingerprint(label: u64, bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// `path` relative to `base`, components joined with `/` (the same on Windows).
-fn relative_name(base: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(base).unwrap_or(path);
-    let parts: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
-    parts.join("/")
+/// The item fingerprint of the file at `path` in an unlabelled source
+/// (image folder, captioned images). Captions are deliberately left out:
+/// latent caches are keyed on this, and stay valid when only captions change.
+pub(crate) fn unlabelled_file_fingerprint(path: &Path) -> Result<u64, DataError> {
+    let bytes = fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(file_item_fingerprint(NO_LABEL, &bytes))
 }
 
 /// Names `"0"` … `"max"`.
@@ -724,12 +749,7 @@ fn read_class_names(
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("is not valid UTF-8".into()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = read_text(path)?;
     let mut names: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
     while names.last().is_some_and(String::is_empty) {
         names.pop();

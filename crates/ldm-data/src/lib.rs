@@ -1,10 +1,13 @@
 //! Image data for ldm-train: finding images, turning them into samples, and
 //! streaming deterministic, resumable batches of plain `Vec<f32>`.
 //!
-//! Images come from an [`ImageSource`]: an unlabelled [`ImageFolder`], or
+//! Images come from an [`ImageSource`]: an unlabelled [`ImageFolder`];
 //! [`LabelledImages`] — a class folder, an IDX pair such as Fashion-MNIST,
-//! or a JSONL/CSV manifest — opened by kind or detected with
-//! [`LabelledImages::open`] / [`open_source`].
+//! or a JSONL/CSV manifest; or [`CaptionedImages`] for text-to-image
+//! training — a `<stem>.txt` beside each image or a Hugging Face style
+//! `metadata.jsonl`, with [`caption_for_epoch`] picking one of an image's
+//! captions per epoch. Each is opened by kind or detected with
+//! [`open_source`] (or [`LabelledImages::open`] for labels only).
 //!
 //! This crate deliberately knows nothing about burn or tensors: the trainer
 //! uploads [`Batch::images`] (NCHW, values in `[-1, 1]`) itself. Keeping the
@@ -81,11 +84,28 @@
 //! assert_eq!(labels[0], data.label(batch.indices[0]));
 //! # Ok(()) }
 //! ```
+//!
+//! Captioned images (`photos/a.png` + `photos/a.txt`, … or a
+//! `photos/metadata.jsonl`) for text-to-image training. The loader streams
+//! their pixels like any other source; the caption of each batch item comes
+//! from the source by index, one of its captions per epoch:
+//!
+//! ```no_run
+//! use ldm_data::{caption_for_epoch, open_source, SourceKind};
+//! # fn main() -> Result<(), ldm_data::DataError> {
+//! let data = open_source("photos".as_ref(), SourceKind::Auto, None)?;
+//! let (seed, epoch, index) = (0, 3, 0);
+//! let text = caption_for_epoch(data.captions(index), seed, epoch, index)
+//!     .expect("a captioned folder has a caption for every image");
+//! println!("{}: {text}", data.name(index).display());
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
 mod assemble;
 mod batch;
+mod captioned;
 mod decode;
 mod error;
 mod folder;
@@ -103,6 +123,7 @@ mod source;
 mod transform;
 
 pub use batch::{Batch, DataPosition};
+pub use captioned::{caption_for_epoch, is_captioned_dir, CaptionFormat, CaptionedImages};
 pub use decode::{decode_rgb8, decode_rgb8_bytes};
 pub use error::DataError;
 pub use folder::ImageFolder;

@@ -1,8 +1,11 @@
-//! Parsing JSONL and CSV manifests of `file`, `label` pairs.
+//! Parsing JSONL and CSV manifests of `file`, `label` pairs, and the text
+//! and JSONL reading that captioned datasets share with them.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
 
 use crate::folder::{file_stamp, FileStamp};
 use crate::labelled::{numeric_names, MAX_CLASSES};
@@ -43,20 +46,12 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Parsed, DataError> {
             })
         }
     };
-    let text = fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let line_error = |line: usize, reason: String| DataError::Manifest {
-        path: path.to_path_buf(),
-        line,
-        reason: reason.replace(['\n', '\r'], " "),
-    };
+    let text = read_text(path)?;
+    let bad_line = |line: usize, reason: String| line_error(path, line, reason);
     let rows = if csv {
-        parse_csv(text).map_err(|(line, reason)| line_error(line, reason))?
+        parse_csv(&text).map_err(|(line, reason)| bad_line(line, reason))?
     } else {
-        parse_jsonl(text).map_err(|(line, reason)| line_error(line, reason))?
+        parse_jsonl(&text).map_err(|(line, reason)| bad_line(line, reason))?
     };
     if rows.is_empty() {
         return Err(DataError::Dataset {
@@ -70,7 +65,7 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Parsed, DataError> {
     let mut stamps = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.file.is_empty() {
-            return Err(line_error(row.line, "empty file name".into()));
+            return Err(bad_line(row.line, "empty file name".into()));
         }
         let file = Path::new(&row.file);
         let full = if file.is_absolute() {
@@ -78,34 +73,82 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Parsed, DataError> {
         } else {
             base.join(file)
         };
-        match fs::metadata(&full) {
-            Ok(meta) if meta.is_file() => stamps.push(file_stamp(&meta)),
-            Ok(_) => {
-                return Err(line_error(
-                    row.line,
-                    format!("{} is not a file", full.display()),
-                ))
-            }
-            Err(e) => {
-                return Err(line_error(
-                    row.line,
-                    format!(
-                        "image file {} does not exist or cannot be read ({e})",
-                        full.display()
-                    ),
-                ))
-            }
-        }
+        stamps.push(stat_listed_file(&full).map_err(|reason| bad_line(row.line, reason))?);
         paths.push(full);
     }
 
-    let (labels, class_names) = class_table(&rows, csv).map_err(|(l, r)| line_error(l, r))?;
+    let (labels, class_names) = class_table(&rows, csv).map_err(|(l, r)| bad_line(l, r))?;
     Ok(Parsed {
         paths,
         stamps,
         labels,
         class_names,
     })
+}
+
+/// Reads a small text file of a dataset (manifest, `classes.txt`, caption)
+/// as UTF-8, without the byte-order mark Windows editors like to add.
+///
+/// # Errors
+/// [`DataError::Io`] if it cannot be read, [`DataError::Dataset`] if it is
+/// not valid UTF-8; both name the file.
+pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
+    let bytes = fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| DataError::Dataset {
+        path: path.to_path_buf(),
+        reason: "is not valid UTF-8".into(),
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
+/// The error of line `line` of the list file `path`, kept on one line
+/// (decoder and JSON messages sometimes span several).
+pub(crate) fn line_error(path: &Path, line: usize, reason: String) -> DataError {
+    DataError::Manifest {
+        path: path.to_path_buf(),
+        line,
+        reason: reason.replace(['\n', '\r'], " "),
+    }
+}
+
+/// The stamp of a file a list names, or why it cannot be used: a listed
+/// image that is missing is a mistake in the list, caught at start-up
+/// rather than skipped silently for the whole run.
+pub(crate) fn stat_listed_file(full: &Path) -> Result<FileStamp, String> {
+    match fs::metadata(full) {
+        Ok(meta) if meta.is_file() => Ok(file_stamp(&meta)),
+        Ok(_) => Err(format!("{} is not a file", full.display())),
+        Err(e) => Err(format!(
+            "image file {} does not exist or cannot be read ({e})",
+            full.display()
+        )),
+    }
+}
+
+/// The non-blank lines of a JSONL text parsed as `T`, each with its
+/// one-based line number; `shape` describes the expected object in the
+/// error for a line that does not parse.
+pub(crate) fn parse_jsonl_lines<T: DeserializeOwned>(
+    text: &str,
+    shape: &str,
+) -> Result<Vec<(usize, T)>, (usize, String)> {
+    let mut parsed = Vec::new();
+    for (k, raw) in text.lines().enumerate() {
+        let line = k + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let value = serde_json::from_str(raw)
+            .map_err(|e| (line, format!("not a {shape} JSON object: {e}")))?;
+        parsed.push((line, value));
+    }
+    Ok(parsed)
 }
 
 /// Turns the raw labels into class indices and names.
@@ -190,17 +233,7 @@ fn parse_jsonl(text: &str) -> Result<Vec<Row>, (usize, String)> {
         label: serde_json::Value,
     }
     let mut rows = Vec::new();
-    for (k, raw) in text.lines().enumerate() {
-        let line = k + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let entry: Entry = serde_json::from_str(raw).map_err(|e| {
-            (
-                line,
-                format!("not a {{\"file\": …, \"label\": …}} JSON object: {e}"),
-            )
-        })?;
+    for (line, entry) in parse_jsonl_lines::<Entry>(text, "{\"file\": …, \"label\": …}")? {
         let label = match entry.label {
             serde_json::Value::String(s) => RawLabel::Name(s),
             serde_json::Value::Number(n) if n.as_u64().is_some() => {

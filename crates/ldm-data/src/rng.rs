@@ -17,6 +17,7 @@ const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 /// stream of position `e`, even though both are derived from small integers.
 const DOMAIN_ORDER: u64 = 0x6f72_6465_725f_5631; // "order_V1"
 const DOMAIN_SAMPLE: u64 = 0x7361_6d70_6c5f_5631; // "sampl_V1"
+const DOMAIN_CAPTION: u64 = 0x6361_7074_6e5f_5631; // "captn_V1"
 
 /// SplitMix64's finalizer: a bijective avalanche mix of 64 bits.
 fn mix(mut z: u64) -> u64 {
@@ -48,6 +49,17 @@ pub fn order_seed(seed: u64, epoch: u64) -> u64 {
 /// exactly what the loader produced for that sample.
 pub fn sample_seed(seed: u64, epoch: u64, position: u64) -> u64 {
     hash_words(DOMAIN_SAMPLE, &[seed, epoch, position])
+}
+
+/// Seed of the caption drawn for item `index` in epoch `epoch` (see
+/// [`crate::caption_for_epoch`]).
+///
+/// Keyed on the item, not its position in the shuffled epoch, so the choice
+/// does not depend on the order, and tagged with its own domain so it is
+/// unrelated to the crop and flip of the sample that happens to sit at
+/// position `index`.
+pub(crate) fn caption_seed(seed: u64, epoch: u64, index: u64) -> u64 {
+    hash_words(DOMAIN_CAPTION, &[seed, epoch, index])
 }
 
 /// SplitMix64 generator. Cheap to create, so every sample gets its own.
@@ -121,6 +133,7 @@ mod tests {
         assert_ne!(sample_seed(0, 0, 1), sample_seed(0, 1, 0));
         assert_ne!(sample_seed(1, 0, 0), sample_seed(0, 0, 0));
         assert_ne!(order_seed(0, 0), sample_seed(0, 0, 0));
+        assert_ne!(caption_seed(1, 2, 3), sample_seed(1, 2, 3));
         assert_eq!(sample_seed(3, 4, 5), sample_seed(3, 4, 5));
     }
 }

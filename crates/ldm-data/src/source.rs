@@ -5,15 +5,16 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use crate::captioned::is_captioned_dir;
 use crate::decode::decode_rgb8;
-use crate::labelled::{file_item_fingerprint, NO_LABEL};
-use crate::{DataError, ImageFolder, LabelledImages, SourceKind};
+use crate::labelled::{has_top_level_images, unlabelled_file_fingerprint};
+use crate::{CaptionedImages, DataError, ImageFolder, LabelledImages, SourceKind};
 
 /// A fixed, indexed list of images: what a [`crate::Loader`] streams from.
 ///
 /// Implemented by [`ImageFolder`] (unlabelled files, what the autoencoder
-/// has always used) and [`LabelledImages`] (class folders, IDX files,
-/// manifests), and forwarded through `Box` and `Arc`, so a caller can share
+/// has always used), [`LabelledImages`] (class folders, IDX files,
+/// manifests) and [`CaptionedImages`] (images with text), and forwarded through `Box` and `Arc`, so a caller can share
 /// one dataset between a loader and other code. Item `i` must mean the same
 /// image for the lifetime of the source: orders, resume positions and sample
 /// seeds all refer to these indices.
@@ -53,17 +54,29 @@ pub trait ImageSource: Send + Sync {
         &[]
     }
 
+    /// The captions of item `index` (trimmed, none empty; pick one per
+    /// epoch with [`crate::caption_for_epoch`]), or none for a source
+    /// without text. Every source answers, so a text-to-image stage can take
+    /// any source and say clearly that it has no captions, instead of the
+    /// caller having to know the concrete type.
+    fn captions(&self, index: usize) -> &[String] {
+        let _ = index;
+        &[]
+    }
+
     /// A content hash of item `index` (its bytes and label), the same on
     /// every run and machine: see [`LabelledImages::item_fingerprint`] for
-    /// the exact definition. An [`ImageFolder`] hashes each file's bytes
-    /// with the label word `u64::MAX` ("no label").
+    /// the exact definition. An [`ImageFolder`] and [`CaptionedImages`] hash
+    /// each file's bytes with the label word `u64::MAX` ("no label"), and
+    /// never the captions.
     ///
     /// # Errors
     /// [`DataError::Io`] naming the file if it cannot be read.
     fn item_fingerprint(&self, index: usize) -> Result<u64, DataError>;
 
     /// A 16-hex-digit identity of the dataset to store in checkpoints (see
-    /// [`ImageFolder::fingerprint`] and [`LabelledImages::fingerprint`]).
+    /// [`ImageFolder::fingerprint`], [`LabelledImages::fingerprint`] and
+    /// [`CaptionedImages::fingerprint`]).
     fn fingerprint(&self) -> String;
 }
 
@@ -85,12 +98,7 @@ impl ImageSource for ImageFolder {
     }
 
     fn item_fingerprint(&self, index: usize) -> Result<u64, DataError> {
-        let path = &self.paths()[index];
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(file_item_fingerprint(NO_LABEL, &bytes))
+        unlabelled_file_fingerprint(&self.paths()[index])
     }
 
     fn fingerprint(&self) -> String {
@@ -132,6 +140,36 @@ impl ImageSource for LabelledImages {
     }
 }
 
+impl ImageSource for CaptionedImages {
+    fn len(&self) -> usize {
+        CaptionedImages::len(self)
+    }
+
+    fn root(&self) -> &Path {
+        CaptionedImages::root(self)
+    }
+
+    fn name(&self, index: usize) -> PathBuf {
+        self.path(index).to_path_buf()
+    }
+
+    fn load_rgb(&self, index: usize) -> Result<RgbImage, DataError> {
+        CaptionedImages::load_rgb(self, index)
+    }
+
+    fn captions(&self, index: usize) -> &[String] {
+        CaptionedImages::captions(self, index)
+    }
+
+    fn item_fingerprint(&self, index: usize) -> Result<u64, DataError> {
+        CaptionedImages::item_fingerprint(self, index)
+    }
+
+    fn fingerprint(&self) -> String {
+        CaptionedImages::fingerprint(self)
+    }
+}
+
 macro_rules! forward_image_source {
     ($($wrapper:ident),*) => {$(
         impl<T: ImageSource + ?Sized> ImageSource for $wrapper<T> {
@@ -156,6 +194,9 @@ macro_rules! forward_image_source {
             fn class_names(&self) -> &[String] {
                 (**self).class_names()
             }
+            fn captions(&self, index: usize) -> &[String] {
+                (**self).captions(index)
+            }
             fn item_fingerprint(&self, index: usize) -> Result<u64, DataError> {
                 (**self).item_fingerprint(index)
             }
@@ -167,35 +208,51 @@ macro_rules! forward_image_source {
 }
 forward_image_source!(Box, Arc);
 
-/// Opens any image source found at `path`, labelled or not.
+/// Opens any image source found at `path`: captioned, labelled or plain.
 ///
-/// With [`SourceKind::Auto`], a folder that has image files directly inside
-/// it is an unlabelled [`ImageFolder`] (scanned recursively, exactly as
-/// before labelled sources existed); everything else is handed to
-/// [`LabelledImages::open`] (IDX folder or file, JSONL/CSV manifest, class
-/// folder). [`SourceKind::Folder`] forces an [`ImageFolder`]. `split` only
-/// applies to IDX datasets (see [`LabelledImages::open`]).
+/// With [`SourceKind::Auto`], in this order:
+/// 1. a folder with captions ([`crate::is_captioned_dir`]: a
+///    `metadata.jsonl`, or any image with a `<stem>.txt` beside it) is
+///    [`CaptionedImages`] — checked first because a captioned tree is often
+///    shaped like a class folder (Tux Paint's `<category>/<name>.png`);
+/// 2. a folder that has image files directly inside it is an unlabelled
+///    [`ImageFolder`] (scanned recursively, exactly as before labelled
+///    sources existed);
+/// 3. everything else is handed to [`LabelledImages::open`] (IDX folder or
+///    file, JSONL/CSV manifest, class folder).
+///
+/// [`SourceKind::Folder`] forces an [`ImageFolder`] (captions, if any, are
+/// ignored), [`SourceKind::Captioned`] forces [`CaptionedImages`]. `split`
+/// only applies to IDX datasets (see [`LabelledImages::open`]).
 ///
 /// # Errors
-/// Whatever [`ImageFolder::scan`] or [`LabelledImages::open`] report.
+/// [`DataError::Config`] for a `split` given with a folder or captioned
+/// dataset, and whatever [`ImageFolder::scan`], [`CaptionedImages::scan`]
+/// or [`LabelledImages::open`] report.
 pub fn open_source(
     path: &Path,
     kind: SourceKind,
     split: Option<&str>,
 ) -> Result<Box<dyn ImageSource>, DataError> {
-    let folder = match kind {
-        SourceKind::Folder => true,
-        SourceKind::Auto => crate::labelled::has_top_level_images(path),
-        _ => false,
+    let kind = match kind {
+        SourceKind::Auto if is_captioned_dir(path) => SourceKind::Captioned,
+        SourceKind::Auto if has_top_level_images(path) => SourceKind::Folder,
+        other => other,
     };
-    if folder {
-        if let Some(split) = split {
-            return Err(DataError::Config(format!(
-                "split \"{split}\" only applies to IDX datasets, not to the image folder {}",
-                path.display()
-            )));
-        }
-        return Ok(Box::new(ImageFolder::scan(path)?));
+    let what = match kind {
+        SourceKind::Folder => "image folder",
+        SourceKind::Captioned => "captioned image folder",
+        _ => return Ok(Box::new(LabelledImages::open(path, kind, split)?)),
+    };
+    if let Some(split) = split {
+        return Err(DataError::Config(format!(
+            "split \"{split}\" only applies to IDX datasets, not to the {what} {}",
+            path.display()
+        )));
     }
-    Ok(Box::new(LabelledImages::open(path, kind, split)?))
+    let source: Box<dyn ImageSource> = match kind {
+        SourceKind::Captioned => Box::new(CaptionedImages::scan(path)?),
+        _ => Box::new(ImageFolder::scan(path)?),
+    };
+    Ok(source)
 }

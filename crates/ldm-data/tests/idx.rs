@@ -4,26 +4,15 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{idx_pixels, write_idx_split, write_maybe_gz, TempDir};
+use common::{assert_one_line_naming, idx_pixels, write_idx_split, write_maybe_gz, TempDir};
 use ldm_data::idx::{encode_idx, read_idx_labels};
 use ldm_data::{
     DataError, DataPosition, Fit, IdxImages, ImageSource, LabelledImages, Loader, LoaderConfig,
     SourceKind, Transform,
 };
-
-fn assert_one_line_naming(err: &DataError, path: &Path, needle: &str) {
-    let message = err.to_string();
-    assert!(
-        message.contains(&*path.to_string_lossy()),
-        "names {}: {message}",
-        path.display()
-    );
-    assert!(message.contains(needle), "mentions {needle:?}: {message}");
-    assert!(!message.contains('\n'), "one line: {message}");
-}
 
 #[test]
 fn idx_round_trip_plain_and_gzip() {

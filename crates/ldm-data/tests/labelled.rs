@@ -5,23 +5,12 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{idx_pixels, write_idx_split, TempDir};
+use common::{assert_one_line_naming, idx_pixels, write_idx_split, TempDir};
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use ldm_data::{
     open_source, Batch, DataError, DataPosition, Fit, ImageFolder, ImageSource, LabelledImages,
     Loader, LoaderConfig, SourceKind, Transform,
 };
-
-fn assert_one_line_naming(err: &DataError, path: &Path, needle: &str) {
-    let message = err.to_string();
-    assert!(
-        message.contains(&*path.to_string_lossy()),
-        "names {}: {message}",
-        path.display()
-    );
-    assert!(message.contains(needle), "mentions {needle:?}: {message}");
-    assert!(!message.contains('\n'), "one line: {message}");
-}
 
 fn solid(path: &Path, rgb: [u8; 3]) -> PathBuf {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -13,6 +13,7 @@ use ldm_train::diffusion::bench::{
     self as diffusion_bench, DiffusionBenchArgs, DiffusionBenchMode,
 };
 use ldm_train::diffusion::eval::{self as diffusion_eval, EvalDiffusionArgs};
+use ldm_train::diffusion::retrieval::{self, RetrievalArgs};
 use ldm_train::diffusion::sample::{self, SampleArgs};
 use ldm_train::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
 use ldm_train::diffusion::train as diffusion_train;
@@ -175,6 +176,10 @@ struct SamplingOpts {
     /// Timestep spacing.
     #[arg(long, value_enum, default_value = "uniform")]
     spacing: SpacingName,
+    /// Text models: the prompt guidance steers away from (default: the empty,
+    /// unconditional prompt).
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
 }
 
 impl SamplingOpts {
@@ -185,6 +190,7 @@ impl SamplingOpts {
             eta: self.eta,
             guidance: self.guidance,
             spacing: self.spacing,
+            negative_prompt: self.negative_prompt.clone(),
         }
     }
 }
@@ -197,7 +203,10 @@ struct SampleCli {
     /// Class to sample, by index or name (repeatable; default: every class).
     #[arg(long = "class", value_name = "CLASS")]
     classes: Vec<String>,
-    /// Samples per class (unconditional: in all).
+    /// Text models: a prompt to sample (repeatable; a row of the grid each).
+    #[arg(long = "prompt", value_name = "TEXT")]
+    prompts: Vec<String>,
+    /// Samples per class or prompt (unconditional: in all).
     #[arg(long, default_value_t = 8)]
     n: usize,
     #[command(flatten)]
@@ -227,6 +236,39 @@ enum EvalCommand {
     /// FID of a diffusion model's samples (or of a folder of samples)
     /// against held-out images, and the time it took.
     Diffusion(EvalDiffusionCli),
+    /// Text models: sample N captions of the data and check whether each
+    /// sample's nearest image (Inception features) carries its caption,
+    /// against chance and against the empty prompt.
+    Retrieval(EvalRetrievalCli),
+}
+
+#[derive(Args, Debug)]
+struct EvalRetrievalCli {
+    /// Text-conditioned diffusion checkpoint, checkpoints/ or run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Captioned images to retrieve from (usually the training data).
+    #[arg(long)]
+    data: PathBuf,
+    /// Captions to sample, spread over the sorted distinct captions (0 = all).
+    #[arg(long, default_value_t = 100)]
+    n: usize,
+    /// Also count a hit among this many nearest images.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    #[command(flatten)]
+    sampling: SamplingOpts,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 50)]
+    batch_size: usize,
+    /// Also write the samples as PNGs under this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceOpt,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +444,15 @@ impl Job for EvalDiffusionJob {
     }
 }
 
+struct RetrievalJob(RetrievalArgs);
+impl Job for RetrievalJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let rep = retrieval::run::<B::InnerBackend>(self.0, &device)?;
+        println!("{}", serde_json::to_string(&rep)?);
+        Ok(())
+    }
+}
+
 struct EvalJob(EvalCli);
 impl Job for EvalJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
@@ -486,6 +537,7 @@ fn main() -> ExitCode {
             let args = SampleArgs {
                 checkpoint: s.checkpoint,
                 classes: s.classes,
+                prompts: s.prompts,
                 n: s.n,
                 spec: s.sampling.spec(),
                 seed: s.seed,
@@ -509,6 +561,19 @@ fn main() -> ExitCode {
                 out: e.out,
             };
             dispatch(e.device.arg, EvalDiffusionJob(args))
+        }
+        Command::Eval(EvalCommand::Retrieval(e)) => {
+            let args = RetrievalArgs {
+                checkpoint: e.checkpoint,
+                data: e.data,
+                n: e.n,
+                top_k: e.top_k,
+                spec: e.sampling.spec(),
+                seed: e.seed,
+                batch: e.batch_size,
+                out: e.out,
+            };
+            dispatch(e.device.arg, RetrievalJob(args))
         }
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),

@@ -8,7 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::{GrayImage, ImageBuffer, Rgb, RgbImage, Rgba, RgbaImage};
-use ldm_data::SplitMix64;
+use ldm_data::{DataError, SplitMix64};
+
+/// Asserts the crate's promise about errors: one line that names `path`
+/// and says what is wrong (`needle`).
+pub fn assert_one_line_naming(err: &DataError, path: &Path, needle: &str) {
+    let message = err.to_string();
+    assert!(
+        message.contains(&*path.to_string_lossy()),
+        "names {}: {message}",
+        path.display()
+    );
+    assert!(message.contains(needle), "mentions {needle:?}: {message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+}
 
 /// A temporary folder removed on drop (no `tempfile` dependency needed for this).
 pub struct TempDir(PathBuf);

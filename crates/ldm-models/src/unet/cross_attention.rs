@@ -4,23 +4,10 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
+use crate::multi_head::multi_head_attention;
 use crate::sequential::{run, Layer};
-
-/// Splits `[B, T, H·d]` into heads: `[B, H, T, d]`.
-pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
-    let [b, t, inner] = x.dims();
-    x.reshape([b, t, heads, inner / heads]).swap_dims(1, 2)
-}
-
-/// Joins heads back: `[B, H, T, d]` → `[B, T, H·d]`.
-pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
-    let [b, h, t, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, t, h * d])
-}
 
 /// q from the tokens, k and v from the context (or the tokens), all three
 /// bias-free; softmax(q·kᵀ·d^-½)·v per head; `to_out.0` projects back.
@@ -68,11 +55,11 @@ impl<B: Backend> CrossAttention<B> {
     /// `x`: `[B, T, query_dim]`; `context`: `[B, S, context_dim]` or `None`.
     pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let ctx = context.unwrap_or_else(|| x.clone());
-        let q = split_heads(self.to_q.forward(x), self.heads);
-        let k = split_heads(self.to_k.forward(ctx.clone()), self.heads);
-        let v = split_heads(self.to_v.forward(ctx), self.heads);
-        // The fused op's default scale is d^-½, the reference's `dim_head ** -0.5`.
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        run(&self.to_out, merge_heads(out))
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(ctx.clone());
+        let v = self.to_v.forward(ctx);
+        // No key mask: the reference attends to every context token, text padding included.
+        let out = multi_head_attention(q, k, v, self.heads, None);
+        run(&self.to_out, out)
     }
 }

@@ -8,9 +8,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use ldm_data::Fit;
+use ldm_data::{Fit, Transform};
 use ldm_diffusion::{BetaSchedule, NoiseSchedule, Parameterization};
 use ldm_models::UNetConfig;
+use ldm_text::TokenizerKind;
 use serde::{Deserialize, Serialize};
 
 use crate::shared::config::{self, CheckpointConfig, ConfigSource, RunConfig};
@@ -170,22 +171,80 @@ pub enum ConditionKind {
     None,
     /// The image's class label.
     Class,
+    /// The image's caption.
+    Text,
+}
+
+/// Which network turns a caption's tokens into the cross-attention context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEncoderKind {
+    /// The reference txt2img `BERTEmbedder`: token and position embeddings
+    /// and a pre-norm transformer, trained with the UNet (`n_embed`, `n_layer`).
+    #[default]
+    Transformer,
+    /// The pretrained all-MiniLM-L6-v2 (a 6-layer BERT, width 384), frozen;
+    /// its per-token hidden states are the context.
+    Minilm,
+}
+
+impl TextEncoderKind {
+    /// The name configs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextEncoderKind::Transformer => "transformer",
+            TextEncoderKind::Minilm => "minilm",
+        }
+    }
 }
 
 /// `[conditioning]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditioningConfig {
-    /// `none` or `class`.
+    /// `none`, `class` or `text`.
     #[serde(default)]
     pub kind: ConditionKind,
     /// Width of the class embedding (`crossattn`: must equal `unet.context_dim`).
     #[serde(default)]
     pub embed_dim: Option<usize>,
-    /// Probability of replacing the condition by the null class during
-    /// training, so classifier-free guidance has an unconditional model.
+    /// Probability of replacing the condition by the null class (text: the
+    /// empty prompt) during training, so classifier-free guidance has an
+    /// unconditional model.
     #[serde(default = "dropout_default")]
     pub dropout: f64,
+    /// Text: `transformer` (trained jointly) or `minilm` (frozen).
+    #[serde(default)]
+    pub encoder: Option<TextEncoderKind>,
+    /// Text transformer width (reference txt2img: 1280); the context width.
+    #[serde(default)]
+    pub n_embed: Option<usize>,
+    /// Text transformer depth (reference txt2img: 32).
+    #[serde(default)]
+    pub n_layer: Option<usize>,
+    /// Text transformer attention heads (x-transformers' default, 8).
+    #[serde(default = "eight")]
+    pub heads: usize,
+    /// Width of each of those heads (x-transformers' default, 64).
+    #[serde(default = "sixty_four")]
+    pub dim_head: usize,
+    /// Text: `wordpiece` (BERT uncased: the reference's and MiniLM's) or
+    /// `clip` (CLIP's BPE).
+    #[serde(default)]
+    pub tokenizer: Option<TokenizerKind>,
+    /// The tokenizer's file (`tokenizer.json`, or CLIP's
+    /// `bpe_simple_vocab_16e6.txt.gz`); empty = the copy `scripts/setup.sh`
+    /// fetched. A checkpoint keeps its own copy.
+    #[serde(default)]
+    pub tokenizer_file: String,
+    /// Tokens per caption, specials included (longer ones are truncated with
+    /// a warning).
+    #[serde(default = "seventy_seven")]
+    pub context_length: usize,
+    /// `minilm`: folder with `config.json` and `model.safetensors`; empty =
+    /// the copy `scripts/setup.sh` fetched. A checkpoint keeps its own copy.
+    #[serde(default)]
+    pub encoder_dir: String,
 }
 
 impl Default for ConditioningConfig {
@@ -194,7 +253,79 @@ impl Default for ConditioningConfig {
             kind: ConditionKind::None,
             embed_dim: None,
             dropout: dropout_default(),
+            encoder: None,
+            n_embed: None,
+            n_layer: None,
+            heads: eight(),
+            dim_head: sixty_four(),
+            tokenizer: None,
+            tokenizer_file: String::new(),
+            context_length: seventy_seven(),
+            encoder_dir: String::new(),
         }
+    }
+}
+
+impl ConditioningConfig {
+    /// The text encoder (text conditioning only; `transformer` unless set).
+    pub fn text_encoder(&self) -> TextEncoderKind {
+        self.encoder.unwrap_or_default()
+    }
+
+    /// The tokenizer kind (`wordpiece` unless set).
+    pub fn tokenizer_kind(&self) -> TokenizerKind {
+        self.tokenizer.unwrap_or(TokenizerKind::Wordpiece)
+    }
+
+    /// Checks the text keys; `context_dim` is the UNet's.
+    fn validate_text(&self, context_dim: Option<usize>) -> Result<()> {
+        if self.embed_dim.is_some() {
+            bail!("conditioning.embed_dim: class conditioning only; text uses n_embed");
+        }
+        if self.context_length < 2 {
+            bail!("conditioning.context_length: must hold at least the two special tokens");
+        }
+        match self.text_encoder() {
+            TextEncoderKind::Transformer => {
+                let (Some(d), Some(l)) = (self.n_embed, self.n_layer) else {
+                    bail!("conditioning.n_embed and conditioning.n_layer: needed by the text transformer");
+                };
+                if d == 0 || l == 0 || self.heads == 0 || self.dim_head == 0 {
+                    bail!("conditioning.n_embed, n_layer, heads and dim_head: must be at least 1");
+                }
+                if context_dim != Some(d) {
+                    bail!("model.unet.context_dim: must equal conditioning.n_embed = {d} (the context is the text transformer's output)");
+                }
+            }
+            TextEncoderKind::Minilm => {
+                if self.n_embed.is_some() || self.n_layer.is_some() {
+                    bail!("conditioning.n_embed / n_layer: the frozen minilm encoder has its own shape");
+                }
+                if self.tokenizer_kind() != TokenizerKind::Wordpiece {
+                    bail!("conditioning.tokenizer: minilm reads WordPiece tokens");
+                }
+                if context_dim.is_none() {
+                    bail!("model.unet.context_dim: set it to the encoder's width (384 for all-MiniLM-L6-v2)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Text keys set on a non-text config are errors, not silently ignored.
+    fn reject_text_keys(&self) -> Result<()> {
+        let set = [
+            ("encoder", self.encoder.is_some()),
+            ("n_embed", self.n_embed.is_some()),
+            ("n_layer", self.n_layer.is_some()),
+            ("tokenizer", self.tokenizer.is_some()),
+            ("tokenizer_file", !self.tokenizer_file.is_empty()),
+            ("encoder_dir", !self.encoder_dir.is_empty()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+            bail!("conditioning.{key}: only for kind = \"text\"");
+        }
+        Ok(())
     }
 }
 
@@ -203,7 +334,8 @@ impl Default for ConditioningConfig {
 #[serde(deny_unknown_fields)]
 pub struct LatentDataConfig {
     /// A folder of class folders, an IDX directory (Fashion-MNIST), a
-    /// JSONL/CSV manifest, or (unconditional) any image folder.
+    /// JSONL/CSV manifest, captioned images (sidecar `.txt` files or a
+    /// `metadata.jsonl`), or (unconditional) any image folder.
     pub root: PathBuf,
     /// IDX split: `train` (the default) or `t10k`/`test`; only for IDX data.
     #[serde(default)]
@@ -324,6 +456,11 @@ pub struct DiffusionLoggingConfig {
     /// Samples per class (or in all, unconditional) in a grid.
     #[serde(default = "four")]
     pub sample_n: usize,
+    /// Text models: the prompts of those grids, a row each (a few training
+    /// captions beside new compositions shows memorising vs generalising);
+    /// empty = the first four captions of the data.
+    #[serde(default)]
+    pub sample_prompts: Vec<String>,
     /// Timestep buckets of the `train/loss_t*` scalars.
     #[serde(default = "ten_u")]
     pub loss_buckets: usize,
@@ -337,6 +474,7 @@ impl Default for DiffusionLoggingConfig {
             sample_steps: fifty(),
             sample_guidance: guidance_default(),
             sample_n: four(),
+            sample_prompts: Vec::new(),
             loss_buckets: ten_u(),
         }
     }
@@ -362,6 +500,15 @@ fn one_u() -> usize {
 }
 fn dropout_default() -> f64 {
     0.1
+}
+fn eight() -> usize {
+    8
+}
+fn sixty_four() -> usize {
+    64
+}
+fn seventy_seven() -> usize {
+    ldm_text::CONTEXT_LENGTH
 }
 fn encode_batch_default() -> usize {
     64
@@ -426,6 +573,24 @@ impl DiffusionModelConfig {
     }
 }
 
+impl LatentDataConfig {
+    /// How an image becomes what the autoencoder encodes (and what samples
+    /// are compared with): `size` by `fit`, no augmentation — flips are
+    /// cached as separate latents.
+    pub fn transform(&self) -> Transform {
+        Transform {
+            size: self.size,
+            resize: None,
+            resize_max: None,
+            random_crop: false,
+            hflip: false,
+            channel_shuffle: false,
+            fit: self.fit,
+            pad_value: self.pad_value,
+        }
+    }
+}
+
 impl DiffusionTrainConfig {
     /// The peak learning rate.
     pub fn learning_rate(&self) -> f64 {
@@ -466,14 +631,23 @@ impl RunConfig for DiffusionRunConfig {
             bail!("model.zero_terminal_snr: ε cannot be predicted at zero SNR; use parameterization = \"v\"");
         }
         let c = &self.conditioning;
+        if c.kind == ConditionKind::Text {
+            if m.conditioning_key != ConditioningKey::Crossattn {
+                bail!("model.conditioning_key: text reaches the UNet by cross-attention; set \"crossattn\"");
+            }
+            c.validate_text(m.unet.context_dim)?;
+        } else {
+            c.reject_text_keys()?;
+        }
         match (c.kind, m.conditioning_key) {
+            (ConditionKind::Text, _) => {}
             (ConditionKind::None, ConditioningKey::None) => {
                 if m.unet.context_dim.is_some() {
                     bail!("model.unet.context_dim: an unconditional model has no context to attend to");
                 }
             }
             (ConditionKind::None, k) => bail!(
-                "model.conditioning_key: `{k:?}` needs a condition; set conditioning.kind = \"class\""
+                "model.conditioning_key: `{k:?}` needs a condition; set conditioning.kind = \"class\" or \"text\""
             ),
             (ConditionKind::Class, ConditioningKey::None) => bail!(
                 "conditioning.kind: class labels need model.conditioning_key = \"crossattn\" or \"adm\""
@@ -540,6 +714,7 @@ pub fn load_run_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::condition::Cond;
     use crate::diffusion::model::LatentDiffusion;
     use crate::shared::shipped;
     use burn::backend::Flex;
@@ -554,12 +729,27 @@ mod tests {
                 continue;
             }
             seen += 1;
-            let (cfg, _) = load_run_config(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            // The reference txt2img is 1.4B parameters (5.6 GB in f32): its
+            // shape is built at a fraction of the width and depth here; the
+            // full text transformer's size is checked in ldm-models.
+            let shrink: Vec<String> = if *name == "txt2img.toml" {
+                ["model.unet.model_channels=64", "conditioning.n_layer=1"]
+                    .map(String::from)
+                    .to_vec()
+            } else {
+                Vec::new()
+            };
+            let (cfg, _) =
+                load_run_config(name, &shrink).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             let classes = match cfg.conditioning.kind {
                 ConditionKind::Class => 3,
-                ConditionKind::None => 0,
+                _ => 0,
             };
-            let model = LatentDiffusion::<Flex>::new(&cfg, classes, &dev);
+            let vocab = match cfg.conditioning.kind {
+                ConditionKind::Text => 100,
+                _ => 0,
+            };
+            let model = LatentDiffusion::<Flex>::new(&cfg, classes, vocab, &dev);
             let u = &cfg.model.unet;
             let side = u.factor();
             let x = Tensor::<Flex, 4>::random(
@@ -567,11 +757,24 @@ mod tests {
                 Distribution::Normal(0.0, 1.0),
                 &dev,
             );
-            let labels = (classes > 0).then_some(&[1usize][..]);
-            let y = model.forward(x, &[500.0], labels);
+            let cond = match cfg.conditioning.kind {
+                ConditionKind::None => None,
+                ConditionKind::Class => Some(Cond::Labels(Tensor::from_data([1i64], &dev))),
+                ConditionKind::Text => match cfg.conditioning.text_encoder() {
+                    TextEncoderKind::Transformer => {
+                        Some(Cond::Tokens(Tensor::from_data([[1i64, 42, 2]], &dev)))
+                    }
+                    TextEncoderKind::Minilm => Some(Cond::Context(Tensor::random(
+                        [1, 5, u.context_dim.unwrap()],
+                        Distribution::Normal(0.0, 1.0),
+                        &dev,
+                    ))),
+                },
+            };
+            let y = model.forward(x, &[500.0], cond);
             assert_eq!(y.dims(), [1, u.out_channels, side, side], "{name}");
         }
-        assert_eq!(seen, 5);
+        assert_eq!(seen, 8);
     }
 
     #[test]

@@ -9,12 +9,13 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ldm_data::{ImageFolder, Transform};
+use ldm_data::ImageFolder;
 use serde::Serialize;
 
 use crate::autoencoder::eval::{eval_loader, loader_of};
+use crate::diffusion::condition::Conditions;
 use crate::diffusion::load::load_diffusion;
-use crate::diffusion::sample::{sample_images, write_batch, GRID_FILE};
+use crate::diffusion::sample::{condition_dirs, sample_images, write_batch, GRID_FILE};
 use crate::diffusion::sampler::SampleSpec;
 use crate::shared::assets;
 use crate::shared::fid::{frechet_distance, FeatureSet};
@@ -105,16 +106,7 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
     }
     let ld = load_diffusion::<B>(&a.checkpoint, true, device)?;
     let net = assets::inception::load::<B>("", device)?;
-    let transform = Transform {
-        size: ld.cfg.data.size,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit: ld.cfg.data.fit,
-        pad_value: ld.cfg.data.pad_value,
-    };
+    let transform = ld.cfg.data.transform();
     let mut real = FeatureSet::new(2048);
     let mut loader = eval_loader(&a.data, a.split.as_deref(), transform.clone(), a.batch)
         .map_err(|e| anyhow::anyhow!("--data: {e:#}"))?;
@@ -170,16 +162,20 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
         let mut fake = FeatureSet::new(2048);
         {
             let ts = Instant::now();
-            let labels: Option<Vec<usize>> = ld.model.is_conditional().then(|| {
+            if ld.model.text {
+                bail!("eval diffusion: text models need prompts; score samples written by `sample --prompt` with --samples");
+            }
+            let conds = ld.model.is_conditional().then(|| {
                 let k = ld.class_names.len();
-                (0..a.n).map(|i| i * k / a.n).collect()
+                Conditions::Classes((0..a.n).map(|i| i * k / a.n).collect())
             });
+            let dirs = condition_dirs(conds.as_ref(), &ld.class_names);
             let pb = progress::bar(a.n as u64, 0, "samples");
             let ids: Vec<usize> = (0..a.n).collect();
             sample_images(
                 &ld.sampling(),
                 &a.spec,
-                labels.as_deref(),
+                conds.as_ref(),
                 &ids,
                 a.seed,
                 a.batch,
@@ -188,8 +184,9 @@ pub fn run<B: Backend>(a: EvalDiffusionArgs, device: &B::Device) -> Result<Diffu
                     let per = 3 * h * w;
                     let n = v.len() / per;
                     if let Some(out) = &a.out {
-                        let names = (&ld.class_names[..], labels.as_deref());
-                        write_batch(out, names, start, v, (h, w), |i| format!("{i:05}.png"))?;
+                        write_batch(out, dirs.as_deref(), start, v, (h, w), |i| {
+                            format!("{i:05}.png")
+                        })?;
                     }
                     features_of(&net, v.to_vec(), n, h, w, device, &mut fake);
                     pb.inc(n as u64);

@@ -1,5 +1,6 @@
 //! A diffusion checkpoint rebuilt from itself alone: its config, its weights
-//! (EMA by default), and the copy of the frozen autoencoder it carries, so
+//! (EMA by default), and the copies of the frozen autoencoder (and, for text
+//! models, the tokenizer and any frozen text encoder) it carries, so
 //! sampling works after the autoencoder's own run directory is gone.
 
 use std::path::Path;
@@ -9,7 +10,8 @@ use burn::tensor::backend::Backend;
 use ldm_models::Autoencoder;
 
 use crate::autoencoder::config::AutoencoderRunConfig;
-use crate::diffusion::config::DiffusionRunConfig;
+use crate::diffusion::condition::{TextFiles, TextSide};
+use crate::diffusion::config::{ConditionKind, DiffusionRunConfig};
 use crate::diffusion::model::LatentDiffusion;
 use crate::diffusion::trainer::{KIND_DIFFUSION, NO_PREFIX};
 use crate::shared::checkpoint::{self, LoadedCheckpoint};
@@ -33,8 +35,10 @@ pub struct LoadedDiffusion<B: Backend> {
     pub ae_cfg: AutoencoderRunConfig,
     /// Latents are divided by this before decoding.
     pub scale_factor: f64,
-    /// Class names in label order (empty: unconditional).
+    /// Class names in label order (empty: not class-conditional).
     pub class_names: Vec<String>,
+    /// Tokenizer and frozen encoder of a text model, from the checkpoint's copies.
+    pub text: Option<TextSide<B>>,
     /// `[C, h, w]` of the latents the model was trained on.
     pub latent_shape: [usize; 3],
     /// The checkpoint itself.
@@ -71,7 +75,15 @@ pub fn load_diffusion<B: Backend>(
     };
     let file = format!("{}/{name}", ck.dir.display());
     let st = weights::parse(ck.file(name)?, &file)?;
-    let model = LatentDiffusion::new(&cfg, class_names.len(), device);
+    let text = match cfg.conditioning.kind {
+        ConditionKind::Text => {
+            let files = TextFiles::in_checkpoint(&ck.dir, &cfg.conditioning);
+            Some(TextSide::open(&cfg.conditioning, &files, device)?)
+        }
+        _ => None,
+    };
+    let vocab = text.as_ref().map_or(0, |t| t.tokenizer.vocab_size());
+    let model = LatentDiffusion::new(&cfg, class_names.len(), vocab, device);
     let model = weights::load(model, &st, NO_PREFIX, &file)?;
     let f = ae_cfg.model.downsampling();
     let side = cfg.data.size as usize / f;
@@ -83,6 +95,7 @@ pub fn load_diffusion<B: Backend>(
         ae,
         ae_cfg,
         class_names,
+        text,
         ck,
     })
 }

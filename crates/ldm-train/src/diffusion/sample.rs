@@ -1,6 +1,6 @@
 //! `ldm-train sample`: images from a diffusion checkpoint, decoded by the
-//! autoencoder it carries — a grid with a row per class and one PNG per
-//! sample under `<out>/<class name>/`.
+//! autoencoder it carries — a grid with a row per class (or prompt) and one
+//! PNG per sample under `<out>/<class name or prompt>/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,6 +11,7 @@ use ldm_data::save_grid_png;
 
 use ldm_models::Autoencoder;
 
+use crate::diffusion::condition::{Conditions, TextSide};
 use crate::diffusion::config::DiffusionRunConfig;
 use crate::diffusion::load::{load_diffusion, LoadedDiffusion};
 use crate::diffusion::model::LatentDiffusion;
@@ -21,9 +22,11 @@ use crate::diffusion::sampler::{sample_latents, SampleSpec};
 pub struct SampleArgs {
     /// Checkpoint, `checkpoints/` or run directory.
     pub checkpoint: PathBuf,
-    /// Classes to sample, by index or name (repeatable; conditional models).
+    /// Classes to sample, by index or name (repeatable; class models).
     pub classes: Vec<String>,
-    /// Samples per class (or in all, unconditional).
+    /// Prompts to sample (text models).
+    pub prompts: Vec<String>,
+    /// Samples per class or prompt (or in all, unconditional).
     pub n: usize,
     /// Sampler settings.
     pub spec: SampleSpec,
@@ -41,9 +44,10 @@ pub struct SampleArgs {
 /// `eval diffusion --samples` leaves it out of the images it scores.
 pub const GRID_FILE: &str = "grid.png";
 
-/// A folder name for a class: its name with path separators replaced.
+/// A folder name for a class or a prompt: path separators replaced, at most
+/// 80 characters.
 pub fn class_dir(name: &str) -> String {
-    name.replace(['/', '\\'], "-")
+    name.replace(['/', '\\'], "-").chars().take(80).collect()
 }
 
 /// Resolves `--class` values (an index or a name, case-insensitive) to labels.
@@ -88,13 +92,22 @@ pub fn save_png(path: &Path, chw: &[f32], h: usize, w: usize) -> Result<()> {
     .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The folder name of each sample's condition: its class name or prompt
+/// (see [`class_dir`]); None when unconditional.
+pub fn condition_dirs(conds: Option<&Conditions>, class_names: &[String]) -> Option<Vec<String>> {
+    conds.map(|c| match c {
+        Conditions::Classes(l) => l.iter().map(|&l| class_dir(&class_names[l])).collect(),
+        Conditions::Prompts(p) => p.iter().map(|p| class_dir(p)).collect(),
+    })
+}
+
 /// Writes a decoded batch (CHW images in [−1, 1] back to back, sample
-/// `start + j` the j-th) as PNGs named `file(sample)`: under
-/// `<out>/<class name>/` when `classes` = (names, Some(labels per sample)),
+/// `start + j` the j-th) as PNGs named `file(sample)`: under `<out>/<dir>/`
+/// when `dirs` gives each sample's folder (see [`condition_dirs`]),
 /// directly in `out` otherwise.
 pub fn write_batch(
     out: &Path,
-    classes: (&[String], Option<&[usize]>),
+    dirs: Option<&[String]>,
     start: usize,
     chw: &[f32],
     (h, w): (usize, usize),
@@ -102,9 +115,9 @@ pub fn write_batch(
 ) -> Result<()> {
     for (j, img) in chw.chunks_exact(3 * h * w).enumerate() {
         let i = start + j;
-        let dir = match classes {
-            (names, Some(l)) => out.join(class_dir(&names[l[i]])),
-            (_, None) => out.to_path_buf(),
+        let dir = match dirs {
+            Some(d) => out.join(&d[i]),
+            None => out.to_path_buf(),
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -119,6 +132,8 @@ pub fn write_batch(
 pub struct Sampling<'a, B: Backend> {
     /// UNet + conditioner.
     pub model: &'a LatentDiffusion<B>,
+    /// Tokenizer and frozen encoder of a text model.
+    pub text: Option<&'a TextSide<B>>,
     /// The frozen first stage.
     pub ae: &'a Autoencoder<B>,
     /// The diffusion config (schedule, parameterization).
@@ -134,6 +149,7 @@ impl<B: Backend> LoadedDiffusion<B> {
     pub fn sampling(&self) -> Sampling<'_, B> {
         Sampling {
             model: &self.model,
+            text: self.text.as_ref(),
             ae: &self.ae,
             cfg: &self.cfg,
             scale_factor: self.scale_factor,
@@ -142,7 +158,7 @@ impl<B: Backend> LoadedDiffusion<B> {
     }
 }
 
-/// Samples `ids` (with `labels` when conditional; see [`sample_latents`]) in
+/// Samples `ids` (with `conds` when conditional; see [`sample_latents`]) in
 /// batches of `batch` and decodes them with the first stage, handing each
 /// batch to `sink` as (index of its first sample, CHW values in [−1, 1] back
 /// to back, image (h, w)).
@@ -150,7 +166,7 @@ impl<B: Backend> LoadedDiffusion<B> {
 pub fn sample_images<B: Backend>(
     s: &Sampling<'_, B>,
     spec: &SampleSpec,
-    labels: Option<&[usize]>,
+    conds: Option<&Conditions>,
     ids: &[usize],
     seed: u64,
     batch: usize,
@@ -162,10 +178,11 @@ pub fn sample_images<B: Backend>(
         let end = (start + batch).min(ids.len());
         let z = sample_latents(
             s.model,
+            s.text,
             &schedule,
             s.cfg.model.parameterization.into(),
             spec,
-            labels.map(|l| &l[start..end]),
+            conds.map(|c| c.slice(start..end)).as_ref(),
             &ids[start..end],
             s.latent_shape,
             seed,
@@ -185,31 +202,44 @@ pub fn grid_ids(rows: usize, per: usize) -> Vec<usize> {
     (0..rows * per).map(|i| i % per).collect()
 }
 
+/// The per-sample conditions of `sample`: each class (default: all) or
+/// prompt repeated `n` times; None for an unconditional model.
+fn requested(a: &SampleArgs, ld: &LoadedDiffusion<impl Backend>) -> Result<Option<Conditions>> {
+    if ld.model.text {
+        if !a.classes.is_empty() {
+            bail!("--class: the model is text-conditioned; use --prompt");
+        }
+        if a.prompts.is_empty() {
+            bail!("--prompt: the model is text-conditioned; give at least one prompt");
+        }
+        return Ok(Some(
+            Conditions::Prompts(a.prompts.clone()).repeat_each(a.n),
+        ));
+    }
+    if !a.prompts.is_empty() {
+        bail!("--prompt: the model is not text-conditioned");
+    }
+    if !ld.model.is_conditional() {
+        if !a.classes.is_empty() {
+            bail!("--class: the model is unconditional");
+        }
+        return Ok(None);
+    }
+    let classes = if a.classes.is_empty() {
+        (0..ld.class_names.len()).collect()
+    } else {
+        resolve_classes(&a.classes, &ld.class_names)?
+    };
+    Ok(Some(Conditions::Classes(classes).repeat_each(a.n)))
+}
+
 /// Samples, decodes and writes the images.
 pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
     let ld = load_diffusion::<B>(&a.checkpoint, !a.no_ema, device)?;
     if a.n == 0 {
         bail!("--n: must be at least 1");
     }
-    let conditional = ld.model.is_conditional();
-    let labels: Option<Vec<usize>> = if conditional {
-        let classes = if a.classes.is_empty() {
-            (0..ld.class_names.len()).collect()
-        } else {
-            resolve_classes(&a.classes, &ld.class_names)?
-        };
-        Some(
-            classes
-                .iter()
-                .flat_map(|&c| std::iter::repeat_n(c, a.n))
-                .collect(),
-        )
-    } else {
-        if !a.classes.is_empty() {
-            bail!("--class: the model is unconditional");
-        }
-        None
-    };
+    let conds = requested(&a, &ld)?;
     if a.batch == 0 {
         bail!("--batch-size: must be at least 1");
     }
@@ -217,21 +247,21 @@ pub fn run<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let t0 = Instant::now();
     // `--class 3` alone draws the noise of class 3's row among all classes.
-    let ids = grid_ids(labels.as_ref().map_or(1, |l| l.len() / a.n), a.n);
+    let ids = grid_ids(conds.as_ref().map_or(1, |c| c.len() / a.n), a.n);
+    let dirs = condition_dirs(conds.as_ref(), &ld.class_names);
     let mut v: Vec<f32> = Vec::new();
     let (mut h, mut w) = (0, 0);
     sample_images(
         &ld.sampling(),
         &a.spec,
-        labels.as_deref(),
+        conds.as_ref(),
         &ids,
         a.seed,
         a.batch,
         device,
         |start, chw, hw| {
             (h, w) = hw;
-            let names = (&ld.class_names[..], labels.as_deref());
-            write_batch(&a.out, names, start, chw, hw, |i| {
+            write_batch(&a.out, dirs.as_deref(), start, chw, hw, |i| {
                 format!("{:04}.png", ids[i])
             })?;
             v.extend_from_slice(chw);

@@ -1,5 +1,6 @@
 //! Drawing latents from a trained model: the sampler choice, classifier-free
-//! guidance with the null class, and reproducible noise per seed.
+//! guidance with the null class or the negative prompt, and reproducible
+//! noise per seed.
 
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
@@ -11,6 +12,7 @@ use ldm_diffusion::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::diffusion::condition::{encode_conditions, Cond, Conditions, TextSide};
 use crate::diffusion::model::LatentDiffusion;
 use crate::shared::noise::{mix, normal};
 
@@ -68,7 +70,7 @@ impl From<SpacingName> for Spacing {
 }
 
 /// How to sample.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SampleSpec {
     /// The sampler.
     pub sampler: SamplerKind,
@@ -80,6 +82,9 @@ pub struct SampleSpec {
     pub guidance: f64,
     /// Timestep spacing.
     pub spacing: SpacingName,
+    /// Text models: the prompt guidance steers away from (empty: the
+    /// unconditional prediction, as the model was trained to drop captions).
+    pub negative_prompt: String,
 }
 
 /// Standard-normal values of sample `id` for `seed`: the initial noise, or
@@ -130,22 +135,23 @@ pub fn timesteps_for(spec: &SampleSpec, t: usize) -> Result<Vec<usize>> {
 }
 
 /// Draws one latent `[C, h, w]` per entry of `ids` (the sample ids that key
-/// their noise), in the model's scaled latent space; `labels`, one per id,
-/// when the model is conditional.
+/// their noise), in the model's scaled latent space; `conds`, one per id,
+/// when the model is conditional (`text` encodes prompts).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_latents<B: Backend>(
     model: &LatentDiffusion<B>,
+    text: Option<&TextSide<B>>,
     schedule: &NoiseSchedule,
     param: Parameterization,
     spec: &SampleSpec,
-    labels: Option<&[usize]>,
+    conds: Option<&Conditions>,
     ids: &[usize],
     shape: [usize; 3],
     seed: u64,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
-    if model.is_conditional() && labels.is_none() {
-        bail!("the model is class-conditional: give the classes to sample");
+    if model.is_conditional() && conds.is_none() {
+        bail!("the model is conditional: give the classes or prompts to sample");
     }
     if !model.is_conditional() && spec.guidance != 1.0 {
         bail!(
@@ -153,27 +159,34 @@ pub fn sample_latents<B: Backend>(
             spec.guidance
         );
     }
-    if let Some(l) = labels {
-        assert_eq!(l.len(), ids.len(), "one label per sample id");
+    if let Some(c) = conds {
+        assert_eq!(c.len(), ids.len(), "one condition per sample id");
     }
     let x = noise_batch::<B>(seed, ids, None, shape, device);
     let ts = timesteps_for(spec, schedule.len())?;
-    let labels: Option<Vec<usize>> = labels.map(<[usize]>::to_vec);
-    let null = model.null_class();
+    let cond = conds
+        .map(|c| encode_conditions(c, text, device))
+        .transpose()?;
+    // The guidance adapter's doubled batch: unconditional half first. Only
+    // built when guiding (scale 1 skips the unconditional pass).
+    let doubled = match (&cond, conds) {
+        (Some(c), Some(conds)) if spec.guidance != 1.0 => {
+            let uncond = conds.unconditional(model.null_class(), &spec.negative_prompt);
+            Some(Cond::cat(
+                encode_conditions(&uncond, text, device)?,
+                c.clone(),
+            ))
+        }
+        _ => None,
+    };
     let inner = |x: Tensor<B, 4>, t: usize| {
         let b = x.dims()[0];
         let tf = vec![t as f64; b];
-        let lab = labels.as_ref().map(|l| {
-            if b == 2 * l.len() {
-                // The guidance adapter's batch: unconditional half first.
-                std::iter::repeat_n(null, l.len())
-                    .chain(l.iter().copied())
-                    .collect::<Vec<_>>()
-            } else {
-                l.clone()
-            }
-        });
-        model.forward(x, &tf, lab.as_deref())
+        let c = match (&doubled, &cond) {
+            (Some(d), _) if d.batch() == b => Some(d.clone()),
+            (_, c) => c.clone(),
+        };
+        model.forward(x, &tf, c)
     };
     let mut den = ClassifierFreeGuidance::new(inner, spec.guidance);
     let step_noise = |i: usize| noise_batch::<B>(seed, ids, Some(i), shape, device);

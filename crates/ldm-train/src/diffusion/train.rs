@@ -9,16 +9,16 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use ldm_data::{
-    epoch_order, grid_rgb8, open_source, save_grid_png, DataPosition, ImageSource, SourceKind,
-    Transform,
+    caption_for_epoch, epoch_order, grid_rgb8, open_source, save_grid_png, DataPosition,
+    ImageSource, SourceKind,
 };
 use ldm_models::{Autoencoder, DiagonalGaussian};
 
 use crate::autoencoder::eval::load_autoencoder;
 use crate::diffusion::cache::{default_dir, ensure_cache, CacheSpec, LatentSet};
+use crate::diffusion::condition::{Conditions, TextFiles, TextSide};
 use crate::diffusion::config::{load_run_config, ConditionKind, DiffusionRunConfig};
 use crate::diffusion::load::{FIRST_STAGE_CONFIG, FIRST_STAGE_WEIGHTS};
-use crate::diffusion::model::LatentDiffusion;
 use crate::diffusion::sample::{grid_ids, sample_images, Sampling};
 use crate::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
 use crate::diffusion::trainer::{DiffusionTrainer, LatentBatch, KIND_DIFFUSION};
@@ -71,18 +71,29 @@ fn first_stage<B: Backend>(cfg: &DiffusionRunConfig, device: &B::Device) -> Resu
     })
 }
 
-/// The dataset, its class names and the current item fingerprints.
+/// The dataset and its class names.
 fn open_data(cfg: &DiffusionRunConfig) -> Result<(Box<dyn ImageSource>, Vec<String>)> {
     let source = open_source(&cfg.data.root, SourceKind::Auto, cfg.data.split.as_deref())
         .map_err(|e| anyhow::anyhow!("data.root: {e}"))?;
     let classes = source.class_names().to_vec();
-    if cfg.conditioning.kind == ConditionKind::Class && classes.is_empty() {
-        bail!(
-            "data.root: {} has no class labels (class conditioning needs class folders, an IDX dataset or a manifest)",
-            cfg.data.root.display()
-        );
+    let root = cfg.data.root.display();
+    match cfg.conditioning.kind {
+        ConditionKind::Class if classes.is_empty() => bail!(
+            "data.root: {root} has no class labels (class conditioning needs class folders, an IDX dataset or a manifest)"
+        ),
+        ConditionKind::Text if source.is_empty() || source.captions(0).is_empty() => bail!(
+            "data.root: {root} has no captions (text conditioning needs a caption file `name.txt` beside each image, or a metadata.jsonl)"
+        ),
+        _ => {}
     }
     Ok((source, classes))
+}
+
+/// Every item's captions (empty lists for data without captions).
+fn captions_of(source: &dyn ImageSource) -> Vec<Vec<String>> {
+    (0..source.len())
+        .map(|i| source.captions(i).to_vec())
+        .collect()
 }
 
 fn item_prints(source: &dyn ImageSource) -> Result<Vec<String>> {
@@ -100,17 +111,13 @@ fn item_prints(source: &dyn ImageSource) -> Result<Vec<String>> {
     out
 }
 
-fn cache_transform(cfg: &DiffusionRunConfig) -> Transform {
-    Transform {
-        size: cfg.data.size,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit: cfg.data.fit,
-        pad_value: cfg.data.pad_value,
-    }
+/// What a run trains on: the cached latents, the class names, every item's
+/// captions, and the dataset's fingerprint.
+struct TrainingData {
+    set: LatentSet,
+    classes: Vec<String>,
+    captions: Vec<Vec<String>>,
+    fingerprint: String,
 }
 
 /// Encodes (or validates) the latent cache of a run.
@@ -119,7 +126,7 @@ fn build_cache<B: Backend>(
     run_root: &Path,
     stage: &FirstStage<B>,
     device: &B::Device,
-) -> Result<(LatentSet, Vec<String>, String)> {
+) -> Result<TrainingData> {
     let size = cfg.data.size as usize;
     if size == 0 || !size.is_multiple_of(stage.factor) {
         bail!(
@@ -146,12 +153,17 @@ fn build_cache<B: Backend>(
     let spec = CacheSpec {
         dir: &dir,
         autoencoder: stage.fingerprint.clone(),
-        transform: cache_transform(cfg),
+        transform: cfg.data.transform(),
         flip: cfg.data.hflip,
         encode_batch: cfg.data.encode_batch,
     };
     let set = ensure_cache(&stage.ae, source.as_ref(), &prints, &spec, device)?;
-    Ok((set, classes, source.fingerprint()))
+    Ok(TrainingData {
+        set,
+        classes,
+        captions: captions_of(source.as_ref()),
+        fingerprint: source.fingerprint(),
+    })
 }
 
 /// `ldm-train cache-latents`: encodes the dataset of a diffusion config once.
@@ -160,7 +172,7 @@ pub fn cache_only<B: Backend>(args: RunArgs, device: B::Device) -> Result<()> {
     let root = args.root();
     let stage = first_stage::<B>(&cfg, &device)?;
     let t0 = Instant::now();
-    let (set, classes, _) = build_cache(&cfg, &root, &stage, &device)?;
+    let TrainingData { set, classes, .. } = build_cache(&cfg, &root, &stage, &device)?;
     eprintln!(
         "latent cache: {} items of {:?} ({} classes) ready in {:.1} s",
         set.len(),
@@ -269,47 +281,64 @@ fn latents_of<B: Backend>(
     post.sample(noise)
 }
 
-/// Samples a grid with the current sampling weights: a row per class
-/// (first 10 classes) or one row, `logging.sample_n` columns, fixed seed.
-pub fn sample_grid<B: Backend>(
-    model: &LatentDiffusion<B>,
-    ae: &Autoencoder<B>,
+/// The conditions of the training-time sample grids, one per row: the
+/// first 10 classes, or `logging.sample_prompts` (default: the first four
+/// distinct captions of the data); None when unconditional.
+fn grid_conditions(
+    model_classes: usize,
     cfg: &DiffusionRunConfig,
-    scale_factor: f64,
-    shape: [usize; 3],
+    captions: &[Vec<String>],
+) -> Option<Conditions> {
+    match cfg.conditioning.kind {
+        ConditionKind::None => None,
+        ConditionKind::Class => Some(Conditions::Classes((0..model_classes.min(10)).collect())),
+        ConditionKind::Text => {
+            let mut prompts = cfg.logging.sample_prompts.clone();
+            if prompts.is_empty() {
+                for c in captions.iter().filter_map(|c| c.first()) {
+                    if prompts.len() == 4 {
+                        break;
+                    }
+                    if !prompts.contains(c) {
+                        prompts.push(c.clone());
+                    }
+                }
+            }
+            Some(Conditions::Prompts(prompts))
+        }
+    }
+}
+
+/// Samples a grid with the current sampling weights: a row per condition
+/// of [`grid_conditions`] (one row unconditional), `logging.sample_n`
+/// columns, fixed seed.
+pub fn sample_grid<B: Backend>(
+    parts: &Sampling<'_, B>,
+    rows: Option<&Conditions>,
     device: &B::Device,
 ) -> Result<(Vec<f32>, usize, usize, usize)> {
+    let cfg = parts.cfg;
     let per = cfg.logging.sample_n;
-    let labels: Option<Vec<usize>> = model.is_conditional().then(|| {
-        (0..model.num_classes.min(10))
-            .flat_map(|c| std::iter::repeat_n(c, per))
-            .collect()
-    });
-    let ids = grid_ids(labels.as_ref().map_or(1, |l| l.len() / per), per);
+    let conds = rows.map(|r| r.repeat_each(per));
+    let ids = grid_ids(rows.map_or(1, Conditions::len), per);
     let spec = SampleSpec {
         sampler: SamplerKind::Ddim,
         steps: cfg.logging.sample_steps,
         eta: 0.0,
-        guidance: if model.is_conditional() {
+        guidance: if parts.model.is_conditional() {
             cfg.logging.sample_guidance
         } else {
             1.0
         },
         spacing: SpacingName::Uniform,
-    };
-    let parts = Sampling {
-        model,
-        ae,
-        cfg,
-        scale_factor,
-        latent_shape: shape,
+        negative_prompt: String::new(),
     };
     let (mut v, mut hw) = (Vec::new(), (0, 0));
     // One batch: the grid is small.
     sample_images(
-        &parts,
+        parts,
         &spec,
-        labels.as_deref(),
+        conds.as_ref(),
         &ids,
         cfg.train.seed,
         ids.len(),
@@ -330,20 +359,56 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
     let root = args.root();
     let run = RunDir::create(&root)?;
     let stage = first_stage::<B::InnerBackend>(&cfg, &device)?;
-    let (set, classes, data_fp) = build_cache(&cfg, &root, &stage, &device)?;
+    let TrainingData {
+        set,
+        classes,
+        captions,
+        fingerprint: data_fp,
+    } = build_cache(&cfg, &root, &stage, &device)?;
     let vq = stage.ae.quantize.is_some();
     let n_classes = match cfg.conditioning.kind {
         ConditionKind::Class => classes.len(),
-        ConditionKind::None => 0,
+        _ => 0,
     };
-    let mut trainer = DiffusionTrainer::<B>::new(cfg.clone(), n_classes, device.clone());
+    let is_text = cfg.conditioning.kind == ConditionKind::Text;
+    // A resume reads the tokenizer (and frozen encoder) the checkpoint
+    // carries, so the tokens mean what they meant when it was trained.
+    let resume_dir = match &args.resume {
+        Some(path) => Some(checkpoint::resolve(
+            &path.clone().unwrap_or_else(|| run.checkpoints()),
+        )?),
+        None => None,
+    };
+    let text_files = match (is_text, &resume_dir) {
+        (false, _) => None,
+        (true, None) => Some(TextFiles::configured(&cfg.conditioning)?),
+        (true, Some(dir)) => Some(TextFiles::in_checkpoint(dir, &cfg.conditioning)),
+    };
+    let text = match &text_files {
+        Some(f) => Some(TextSide::<B::InnerBackend>::open(
+            &cfg.conditioning,
+            f,
+            &device,
+        )?),
+        None => None,
+    };
+    if let (Some(t), Some(ctx)) = (&text, cfg.model.unet.context_dim) {
+        if let Some(w) = t.frozen_width().filter(|&w| w != ctx) {
+            bail!("model.unet.context_dim: {ctx}, but the frozen text encoder's hidden states are {w} wide");
+        }
+    }
+    let text_copies = match &text_files {
+        Some(f) => f.checkpoint_copies(&cfg.conditioning)?,
+        None => Vec::new(),
+    };
+    let grid_rows = grid_conditions(n_classes, &cfg, &captions);
+    let mut trainer = DiffusionTrainer::<B>::new(cfg.clone(), n_classes, text, device.clone());
     let mut scale_factor = cfg.model.scale_factor;
     let mut position = DataPosition::default();
     let fresh = args.resume.is_none();
-    match &args.resume {
+    match &resume_dir {
         Some(path) => {
-            let path = path.clone().unwrap_or_else(|| run.checkpoints());
-            let ck = checkpoint::load(&path, &[KIND_DIFFUSION])?;
+            let ck = checkpoint::load(path, &[KIND_DIFFUSION])?;
             let ck_cfg: DiffusionRunConfig = config::of_checkpoint(&ck)?;
             if ck_cfg.model != cfg.model || ck_cfg.conditioning != cfg.conditioning {
                 bail!(
@@ -442,10 +507,32 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
                     ),
                 );
             }
-            let labels = (n_classes > 0).then(|| items.iter().map(|&i| set.labels[i]).collect());
+            let conds = match cfg.conditioning.kind {
+                ConditionKind::None => None,
+                ConditionKind::Class => Some(Conditions::Classes(
+                    items.iter().map(|&i| set.labels[i]).collect(),
+                )),
+                // One of an image's captions per epoch, the same on every
+                // run and resume.
+                ConditionKind::Text => Some(Conditions::Prompts(
+                    items
+                        .iter()
+                        .map(|&i| {
+                            caption_for_epoch(
+                                &captions[i],
+                                cfg.train.seed,
+                                batches.position.epoch,
+                                i,
+                            )
+                            .unwrap_or_default()
+                            .to_string()
+                        })
+                        .collect(),
+                )),
+            };
             let batch = LatentBatch {
                 z0: Tensor::from_inner(z * scale_factor),
-                labels,
+                conds,
             };
             out = trainer.train_micro(batch, logging)?;
         }
@@ -494,8 +581,15 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
             && (step.is_multiple_of(cfg.logging.sample_every) || step == max)
         {
             let model = trainer.sampling_model();
-            let (tiles, n, h, w) =
-                sample_grid(&model, &stage.ae, &cfg, scale_factor, latent_shape, &device)?;
+            let parts = Sampling {
+                model: &model,
+                text: trainer.text.as_ref(),
+                ae: &stage.ae,
+                cfg: &cfg,
+                scale_factor,
+                latent_shape,
+            };
+            let (tiles, n, h, w) = sample_grid(&parts, grid_rows.as_ref(), &device)?;
             let cols = cfg.logging.sample_n;
             let (rgb, gw, gh) = grid_rgb8(&tiles, n, h, w, cols);
             tb.add_image_rgb("samples/ema", &rgb, gw, gh, step)?;
@@ -527,6 +621,7 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
             };
             let mut files = trainer.checkpoint_files()?;
             files.extend(stage.files.iter().map(|(k, v)| (*k, v.clone())));
+            files.extend(text_copies.iter().map(|(k, v)| (*k, v.clone())));
             writer.write(state, &resolved, files)?;
         }
     }

@@ -14,6 +14,7 @@ use ldm_diffusion::parameterization::noising;
 use ldm_diffusion::weighting::min_snr_gamma;
 use ldm_diffusion::{NoiseSchedule, Parameterization};
 
+use crate::diffusion::condition::{cond_from_inner, encode_conditions, Conditions, TextSide};
 use crate::diffusion::config::{DiffusionRunConfig, LossType};
 use crate::diffusion::model::LatentDiffusion;
 use crate::shared::checkpoint::LoadedCheckpoint;
@@ -37,12 +38,12 @@ pub type StepScalars = Vec<(String, f64)>;
 /// loss) of every sample it saw, for the loss-by-timestep scalars.
 pub type StepReport = (StepScalars, Vec<(usize, f64)>);
 
-/// A micro-batch of clean latents (already scaled) and their labels.
+/// A micro-batch of clean latents (already scaled) and their conditions.
 pub struct LatentBatch<B: Backend> {
     /// `[B, C, h, w]`, `scale_factor` applied.
     pub z0: Tensor<B, 4>,
-    /// Class of each sample (conditional models).
-    pub labels: Option<Vec<usize>>,
+    /// Class or caption of each sample (conditional models).
+    pub conds: Option<Conditions>,
 }
 
 /// Everything that evolves while training the diffusion model.
@@ -65,6 +66,8 @@ pub struct DiffusionTrainer<B: AutodiffBackend> {
     pub micro: usize,
     /// Classes of the training data (0 = unconditional).
     pub num_classes: usize,
+    /// Tokenizer and frozen encoder of a text model.
+    pub text: Option<TextSide<B::InnerBackend>>,
     /// (timestep, loss) of the current step's micro-batches so far.
     pending: Vec<(usize, f64)>,
 }
@@ -119,11 +122,18 @@ fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 4> {
 }
 
 impl<B: AutodiffBackend> DiffusionTrainer<B> {
-    /// A fresh trainer: weights from `train.seed`, step 0.
-    pub fn new(cfg: DiffusionRunConfig, num_classes: usize, device: B::Device) -> Self {
+    /// A fresh trainer: weights from `train.seed`, step 0; `text` for a
+    /// text model (its tokenizer sizes the text transformer).
+    pub fn new(
+        cfg: DiffusionRunConfig,
+        num_classes: usize,
+        text: Option<TextSide<B::InnerBackend>>,
+        device: B::Device,
+    ) -> Self {
         B::seed(&device, mix(&[cfg.train.seed, Stream::Init as u64]));
+        let vocab = text.as_ref().map_or(0, |t| t.tokenizer.vocab_size());
         let model = stable_ids(
-            LatentDiffusion::new(&cfg, num_classes, &device),
+            LatentDiffusion::new(&cfg, num_classes, vocab, &device),
             "diffusion",
         );
         let ema = cfg.ema.enabled.then(|| Ema::new(&model, cfg.ema.decay));
@@ -138,6 +148,7 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
             step: 0,
             micro: 0,
             num_classes,
+            text,
             pending: Vec::new(),
         }
     }
@@ -230,22 +241,41 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
         let (ca, cb): (Vec<f64>, Vec<f64>) = abar.iter().map(|&a| noising(a)).unzip();
         let x_t = batch.z0.clone() * per_sample::<B>(&ca, &dev)
             + eps.clone() * per_sample::<B>(&cb, &dev);
-        let labels = batch.labels.map(|labels| {
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| {
-                    let u = uniform_unit(seed, Stream::CondDropout, k, i as u64);
-                    if u < cfg.conditioning.dropout {
-                        self.model.null_class()
-                    } else {
-                        l
-                    }
-                })
-                .collect::<Vec<_>>()
+        // Condition dropout: the null class, or the empty prompt, so the
+        // same model learns the unconditional prediction guidance needs.
+        let dropped = |i: usize| {
+            uniform_unit(seed, Stream::CondDropout, k, i as u64) < cfg.conditioning.dropout
+        };
+        let conds = batch.conds.map(|c| match c {
+            Conditions::Classes(l) => Conditions::Classes(
+                l.iter()
+                    .enumerate()
+                    .map(|(i, &l)| {
+                        if dropped(i) {
+                            self.model.null_class()
+                        } else {
+                            l
+                        }
+                    })
+                    .collect(),
+            ),
+            Conditions::Prompts(p) => Conditions::Prompts(
+                p.into_iter()
+                    .enumerate()
+                    .map(|(i, p)| if dropped(i) { String::new() } else { p })
+                    .collect(),
+            ),
         });
+        let cond = match &conds {
+            Some(c) => Some(cond_from_inner::<B>(encode_conditions(
+                c,
+                self.text.as_ref(),
+                &dev,
+            )?)),
+            None => None,
+        };
         let tf: Vec<f64> = t.iter().map(|&t| t as f64).collect();
-        let pred = self.model.forward(x_t, &tf, labels.as_deref());
+        let pred = self.model.forward(x_t, &tf, cond);
         let p: Parameterization = cfg.model.parameterization.into();
         let (tx, te): (Vec<f64>, Vec<f64>) = abar.iter().map(|&a| p.target(a)).unzip();
         let target = batch.z0 * per_sample::<B>(&tx, &dev) + eps * per_sample::<B>(&te, &dev);

@@ -30,6 +30,10 @@ pub const ALL: &[(&str, &str)] = &[
         include_str!("../../../../configs/uncond.toml"),
     ),
     (
+        "txt2img.toml",
+        include_str!("../../../../configs/txt2img.toml"),
+    ),
+    (
         "bench/compass.toml",
         include_str!("../../../../configs/bench/compass.toml"),
     ),
@@ -48,6 +52,14 @@ pub const ALL: &[(&str, &str)] = &[
     (
         "tiny/uncond-fashion.toml",
         include_str!("../../../../configs/tiny/uncond-fashion.toml"),
+    ),
+    (
+        "tiny/txt2img-tux.toml",
+        include_str!("../../../../configs/tiny/txt2img-tux.toml"),
+    ),
+    (
+        "tiny/txt2img-tux-minilm.toml",
+        include_str!("../../../../configs/tiny/txt2img-tux-minilm.toml"),
     ),
 ];
 
