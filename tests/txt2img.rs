@@ -243,6 +243,46 @@ fn text_transformer_resumes_exactly_and_samples_prompts() {
         "the negative prompt changed nothing"
     );
 
+    // Caption retrieval: N captions sampled, nearest images looked up; the
+    // report's counts and chance rates follow from the data.
+    let o = ldm(&[
+        "eval".into(),
+        "retrieval".into(),
+        "--checkpoint".into(),
+        a.display().to_string(),
+        "--data".into(),
+        fixture().data.display().to_string(),
+        "--n".into(),
+        "4".into(),
+        "--top-k".into(),
+        "3".into(),
+        "--steps".into(),
+        "2".into(),
+        "--guidance".into(),
+        "2".into(),
+        "--batch-size".into(),
+        "4".into(),
+    ]);
+    ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["captions"], 4, "{r}");
+    assert_eq!(r["images"], STAMPS, "{r}");
+    assert_eq!(r["k"], 3, "{r}");
+    // The four picked captions each sit on exactly one of the 24 stamps.
+    let chance = r["chance"]["top1"].as_f64().unwrap();
+    assert!((chance - 1.0 / STAMPS as f64).abs() < 1e-9, "{r}");
+    let chance_k = r["chance"]["top_k"].as_f64().unwrap();
+    assert!((chance_k - 3.0 / STAMPS as f64).abs() < 1e-9, "{r}");
+    for key in ["prompted", "empty_prompt"] {
+        for rate in ["top1", "top_k"] {
+            let v = r[key][rate].as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&v) && (v * 4.0).fract() == 0.0,
+                "{key}.{rate}: {r}"
+            );
+        }
+    }
+
     // A prompt longer than 77 tokens is truncated with one warning naming it.
     let long = "a horse ".repeat(60);
     let o = sample(
