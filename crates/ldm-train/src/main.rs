@@ -242,6 +242,25 @@ enum EvalCommand {
     Retrieval(EvalRetrievalCli),
 }
 
+/// What the evaluations that draw a set of samples share.
+#[derive(Args, Debug)]
+struct SampleSetOpts {
+    #[command(flatten)]
+    sampling: SamplingOpts,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 50)]
+    batch_size: usize,
+    /// Also write the samples as PNGs under this folder (a subfolder per
+    /// class or caption).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceOpt,
+}
+
 #[derive(Args, Debug)]
 struct EvalRetrievalCli {
     /// Text-conditioned diffusion checkpoint, checkpoints/ or run directory.
@@ -257,18 +276,7 @@ struct EvalRetrievalCli {
     #[arg(long, default_value_t = 5)]
     top_k: usize,
     #[command(flatten)]
-    sampling: SamplingOpts,
-    /// Seed of the sampling noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Images per batch.
-    #[arg(long, default_value_t = 50)]
-    batch_size: usize,
-    /// Also write the samples as PNGs under this folder.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    device: DeviceOpt,
+    run: SampleSetOpts,
 }
 
 #[derive(Args, Debug)]
@@ -294,18 +302,7 @@ struct EvalDiffusionCli {
     #[arg(long, default_value_t = 0)]
     real_limit: usize,
     #[command(flatten)]
-    sampling: SamplingOpts,
-    /// Seed of the sampling noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Images per batch.
-    #[arg(long, default_value_t = 50)]
-    batch_size: usize,
-    /// Also write the samples as PNGs under this folder (`<class>/<k>.png`).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    device: DeviceOpt,
+    run: SampleSetOpts,
 }
 
 #[derive(Args, Debug)]
@@ -555,12 +552,12 @@ fn main() -> ExitCode {
                 n: e.n,
                 samples: e.samples,
                 real_limit: e.real_limit,
-                spec: e.sampling.spec(),
-                seed: e.seed,
-                batch: e.batch_size,
-                out: e.out,
+                spec: e.run.sampling.spec(),
+                seed: e.run.seed,
+                batch: e.run.batch_size,
+                out: e.run.out,
             };
-            dispatch(e.device.arg, EvalDiffusionJob(args))
+            dispatch(e.run.device.arg, EvalDiffusionJob(args))
         }
         Command::Eval(EvalCommand::Retrieval(e)) => {
             let args = RetrievalArgs {
@@ -568,12 +565,12 @@ fn main() -> ExitCode {
                 data: e.data,
                 n: e.n,
                 top_k: e.top_k,
-                spec: e.sampling.spec(),
-                seed: e.seed,
-                batch: e.batch_size,
-                out: e.out,
+                spec: e.run.sampling.spec(),
+                seed: e.run.seed,
+                batch: e.run.batch_size,
+                out: e.run.out,
             };
-            dispatch(e.device.arg, RetrievalJob(args))
+            dispatch(e.run.device.arg, RetrievalJob(args))
         }
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),

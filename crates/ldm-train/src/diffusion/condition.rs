@@ -162,8 +162,8 @@ impl TextFiles {
             (f, _) => PathBuf::from(f),
         };
         let tokenizer = assets::locate(
-            &tokenizer.display().to_string(),
-            tokenizer.clone(),
+            "",
+            tokenizer,
             "conditioning.tokenizer_file: the tokenizer",
             "",
         )?;
@@ -171,13 +171,8 @@ impl TextFiles {
             TextEncoderKind::Transformer => None,
             TextEncoderKind::Minilm => {
                 let file = |name: &str| {
-                    let p = enc_dir.join(name);
-                    assets::locate(
-                        &p.display().to_string(),
-                        p.clone(),
-                        "conditioning.encoder_dir: the frozen text encoder",
-                        "",
-                    )
+                    let what = "conditioning.encoder_dir: the frozen text encoder";
+                    assets::locate("", enc_dir.join(name), what, "")
                 };
                 Some((file("config.json")?, file("model.safetensors")?))
             }

@@ -70,7 +70,9 @@ pub struct DiffusionEvalReport {
     pub seconds: f64,
 }
 
-fn features_of<B: Backend>(
+/// Appends the FID Inception features of `n` CHW images (values in
+/// [−1, 1], back to back) to `into`.
+pub(crate) fn features_of<B: Backend>(
     net: &ldm_models::InceptionFid<B>,
     images: Vec<f32>,
     n: usize,

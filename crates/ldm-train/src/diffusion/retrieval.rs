@@ -19,16 +19,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use ldm_data::{open_source, SourceKind};
 use serde::Serialize;
 
 use crate::autoencoder::eval::loader_of;
 use crate::diffusion::condition::Conditions;
+use crate::diffusion::eval::features_of;
 use crate::diffusion::load::load_diffusion;
-use crate::diffusion::sample::{sample_images, write_batch};
+use crate::diffusion::sample::{condition_dirs, sample_images, write_batch};
 use crate::diffusion::sampler::SampleSpec;
 use crate::shared::assets;
+use crate::shared::fid::FeatureSet;
 use crate::shared::progress;
 
 /// Arguments of `ldm-train eval retrieval`.
@@ -90,6 +91,13 @@ pub fn pick_captions(all: &[String], n: usize) -> Vec<String> {
         return all.to_vec();
     }
     (0..n).map(|i| all[i * all.len() / n].clone()).collect()
+}
+
+/// A feature set's rows as f32 (exactly the values the network produced),
+/// row-normalised.
+fn normalised_rows(set: &FeatureSet) -> Vec<f32> {
+    let rows = set.rows().iter().map(|&v| v as f32).collect();
+    normalised(rows, set.dim())
 }
 
 /// Row-normalised features, so a dot product is the cosine similarity.
@@ -161,40 +169,31 @@ pub fn run<B: Backend>(a: RetrievalArgs, device: &B::Device) -> Result<Retrieval
     let prompts = pick_captions(&distinct, a.n);
     let net = assets::inception::load::<B>("", device)?;
     let dim = 2048;
-    let features = |images: Vec<f32>, n: usize, h: usize, w: usize| -> Vec<f32> {
-        let x = Tensor::<B, 4>::from_data(TensorData::new(images, [n, 3, h, w]), device);
-        net.features(x)
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .unwrap_or_default()
-    };
 
     // The bank: every readable image, preprocessed as the model's data.
     let transform = ld.cfg.data.transform();
     let mut loader = loader_of(source, transform, a.batch)?;
-    let (mut bank, mut bank_items) = (Vec::new(), Vec::new());
+    let (mut bank, mut bank_items) = (FeatureSet::new(dim), Vec::new());
     let pb = progress::bar(captions.len() as u64, 0, "images");
     while let Some(b) = loader.next_batch()? {
         let [n, _, h, w] = b.shape();
-        bank.extend(features(b.images, n, h, w));
+        features_of(&net, b.images, n, h, w, device, &mut bank);
         bank_items.extend(b.indices);
         pb.inc(n as u64);
     }
     pb.finish_and_clear();
-    let bank = normalised(bank, dim);
+    let bank = normalised_rows(&bank);
     let carries = |c: usize, i: usize| captions[bank_items[i]].contains(&prompts[c]);
 
     // One sample per caption, and the control from the empty prompt; sample
     // k uses the noise of id k in both.
     let ids: Vec<usize> = (0..prompts.len()).collect();
+    let prompted_conds = Conditions::Prompts(prompts.clone());
+    // Both sets are filed under the caption they were drawn for.
+    let dirs = condition_dirs(Some(&prompted_conds), &[]).unwrap_or_default();
     let sampled = |conds: Conditions, tag: &str| -> Result<Vec<f32>> {
-        let mut out = Vec::new();
+        let mut out = FeatureSet::new(dim);
         let pb = progress::bar(ids.len() as u64, 0, tag);
-        let dirs: Vec<String> = prompts
-            .iter()
-            .map(|p| crate::diffusion::sample::class_dir(p))
-            .collect();
         sample_images(
             &ld.sampling(),
             &a.spec,
@@ -210,15 +209,15 @@ pub fn run<B: Backend>(a: RetrievalArgs, device: &B::Device) -> Result<Retrieval
                         format!("{i:04}.png")
                     })?;
                 }
-                out.extend(features(v.to_vec(), n, h, w));
+                features_of(&net, v.to_vec(), n, h, w, device, &mut out);
                 pb.inc(n as u64);
                 Ok(())
             },
         )?;
         pb.finish_and_clear();
-        Ok(normalised(out, dim))
+        Ok(normalised_rows(&out))
     };
-    let prompted = sampled(Conditions::Prompts(prompts.clone()), "prompted")?;
+    let prompted = sampled(prompted_conds.clone(), "prompted")?;
     let empty = sampled(
         Conditions::Prompts(vec![String::new(); prompts.len()]),
         "empty",

@@ -79,6 +79,11 @@ impl FeatureSet {
         self.rows.is_empty()
     }
 
+    /// The feature vectors, row-major (`len() · dim()` values).
+    pub fn rows(&self) -> &[f64] {
+        &self.rows
+    }
+
     /// Feature width.
     pub fn dim(&self) -> usize {
         self.dim
