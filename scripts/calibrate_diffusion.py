@@ -81,6 +81,65 @@ def fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def add_recipe_args(ap: argparse.ArgumentParser, context_dim: int) -> None:
+    """The UNet, training and sampling options of the reference recipe, shared
+    with scripts/calibrate_txt2img.py (which resets some defaults)."""
+    g = ap.add_argument_group("UNet (reference openaimodel names)")
+    g.add_argument("--model-channels", type=int, default=64)
+    g.add_argument("--channel-mult", type=int, nargs="+", default=[1, 2])
+    g.add_argument("--num-res-blocks", type=int, default=1)
+    g.add_argument("--attention-resolutions", type=int, nargs="*", default=[1, 2],
+                   help="downsampling factors with a SpatialTransformer (the middle always has one)")
+    g.add_argument("--num-head-channels", type=int, default=32, help="channels per attention head")
+    g.add_argument("--transformer-depth", type=int, default=1)
+    g.add_argument("--context-dim", type=int, default=context_dim,
+                   help="conditioning width = cross_attention_dim (default: %(default)s)")
+    g.add_argument("--diffusers-init", action="store_true",
+                   help="keep diffusers' init (default: zero-init the ResBlock out convs, transformer "
+                        "proj_out and the output conv, as the reference)")
+
+    g = ap.add_argument_group("training")
+    g.add_argument("--out", type=Path, required=True, help="run directory")
+    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--warmup-steps", type=int, default=1000,
+                   help="LambdaLinear warm-up length (the reference configs use 10000)")
+    g.add_argument("--warmup-start", type=float, default=1e-6, help="lr factor at step 0")
+    g.add_argument("--cond-dropout", type=float, default=0.1,
+                   help="probability of a condition -> null class / empty prompt")
+    g.add_argument("--beta-start", type=float, default=0.0015)
+    g.add_argument("--beta-end", type=float, default=0.0195)
+    g.add_argument("--ema-decay", type=float, default=0.9999)
+    g.add_argument("--log-every", type=int, default=100)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+    g = ap.add_argument_group("sampling")
+    g.add_argument("--sample-steps", type=int, default=50, help="DDIM steps (must divide 1000)")
+    g.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
+    g.add_argument("--sample-batch", type=int, default=250, help="latents per UNet call (x2 with guidance)")
+    g.add_argument("--sample-seed", type=int, default=None, help="default: --seed")
+
+
+def check_recipe_args(a: argparse.Namespace) -> None:
+    """Validates what add_recipe_args adds; raises InputError."""
+    positive = ["steps", "batch_size", "log_every", "threads", "sample_steps", "sample_batch", "model_channels",
+                "num_res_blocks", "num_head_channels", "transformer_depth", "context_dim"]
+    for k in positive:
+        if getattr(a, k) < 1:
+            raise InputError(f"--{k.replace('_', '-')} must be >= 1")
+    if a.warmup_steps < 0 or not 0 <= a.cond_dropout < 1 or a.lr <= 0:
+        raise InputError("--warmup-steps must be >= 0, --cond-dropout in [0, 1), --lr > 0")
+    if T % a.sample_steps:
+        raise InputError(f"--sample-steps {a.sample_steps}: must divide {T} (the reference's uniform "
+                         "spacing and diffusers' 'leading' agree only then)")
+    if a.sample_seed is None:
+        a.sample_seed = a.seed
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,43 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scale_factor = 1/std of the first batch's sampled latents (the default)")
     sc.add_argument("--scale-factor", help="a float, or 'config' for the folder's scaling_factor")
 
-    g = ap.add_argument_group("UNet (reference openaimodel names)")
-    g.add_argument("--model-channels", type=int, default=64)
-    g.add_argument("--channel-mult", type=int, nargs="+", default=[1, 2])
-    g.add_argument("--num-res-blocks", type=int, default=1)
-    g.add_argument("--attention-resolutions", type=int, nargs="*", default=[1, 2],
-                   help="downsampling factors with a SpatialTransformer (the middle always has one)")
-    g.add_argument("--num-head-channels", type=int, default=32, help="channels per attention head")
-    g.add_argument("--transformer-depth", type=int, default=1)
-    g.add_argument("--context-dim", type=int, default=64, help="class embedding width = cross_attention_dim")
-    g.add_argument("--diffusers-init", action="store_true",
-                   help="keep diffusers' init (default: zero-init the ResBlock out convs, transformer "
-                        "proj_out and the output conv, as the reference)")
-
-    g = ap.add_argument_group("training")
-    g.add_argument("--out", type=Path, required=True, help="run directory")
-    g.add_argument("--steps", type=int, default=1000)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=2e-4)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--warmup-steps", type=int, default=1000,
-                   help="LambdaLinear warm-up length (the reference configs use 10000)")
-    g.add_argument("--warmup-start", type=float, default=1e-6, help="lr factor at step 0")
-    g.add_argument("--cond-dropout", type=float, default=0.1, help="probability of label -> null class")
-    g.add_argument("--beta-start", type=float, default=0.0015)
-    g.add_argument("--beta-end", type=float, default=0.0195)
-    g.add_argument("--ema-decay", type=float, default=0.9999)
-    g.add_argument("--log-every", type=int, default=100)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    g.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-
-    g = ap.add_argument_group("sampling")
-    g.add_argument("--sample-steps", type=int, default=50, help="DDIM steps (must divide 1000)")
-    g.add_argument("--guidance", type=float, nargs="+", default=[1.0, 3.0])
+    add_recipe_args(ap, context_dim=64)
+    g = ap.add_argument_group("sampling (Fashion-MNIST)")
     g.add_argument("--samples-per-class", type=int, default=10)
-    g.add_argument("--sample-batch", type=int, default=250, help="latents per UNet call (x2 with guidance)")
-    g.add_argument("--sample-seed", type=int, default=None, help="default: --seed")
     g.add_argument("--grid-cols", type=int, default=10, help="samples per class in the grid")
     g.add_argument("--score", action="store_true", help="score the samples with the Fashion-MNIST classifier")
     g.add_argument("--classifier", type=Path, default=fc.DEFAULT_OUT / "model.pt", help="default: %(default)s")
@@ -162,17 +187,10 @@ def unet_defaults(**overrides) -> argparse.Namespace:
 def parse_args() -> argparse.Namespace:
     a = build_parser().parse_args()
 
-    positive = ["steps", "batch_size", "log_every", "threads", "sample_steps", "samples_per_class",
-                "sample_batch", "encode_batch", "model_channels", "num_res_blocks", "num_head_channels",
-                "transformer_depth", "context_dim", "grid_cols"]
-    for k in positive:
+    check_recipe_args(a)
+    for k in ["samples_per_class", "encode_batch", "grid_cols"]:
         if getattr(a, k) < 1:
             raise InputError(f"--{k.replace('_', '-')} must be >= 1")
-    if a.warmup_steps < 0 or not 0 <= a.cond_dropout < 1 or a.lr <= 0:
-        raise InputError("--warmup-steps must be >= 0, --cond-dropout in [0, 1), --lr > 0")
-    if T % a.sample_steps:
-        raise InputError(f"--sample-steps {a.sample_steps}: must divide {T} (the reference's uniform "
-                         "spacing and diffusers' 'leading' agree only then)")
     if a.train_subset < 0:
         raise InputError("--train-subset must be >= 0")
     if a.scale_factor not in (None, "config"):
@@ -186,8 +204,6 @@ def parse_args() -> argparse.Namespace:
         raise InputError(f"--vae {a.vae}: no config.json there (expected a diffusers AutoencoderKL folder)")
     if a.score and not a.classifier.is_file():
         raise InputError(f"--classifier {a.classifier} not found (run scripts/fashion_classifier.py train first)")
-    if a.sample_seed is None:
-        a.sample_seed = a.seed
     return a
 
 
@@ -365,6 +381,87 @@ def encode_all(torch, vae, x_u8: np.ndarray, batch: int, device) -> tuple:
     return torch.cat(means), torch.cat(stds)
 
 
+# ---------------------------------------------------------------- training
+
+class Noiser:
+    """q(x_t | x_0) of the reference schedule, t uniform over [0, T)."""
+
+    def __init__(self, torch, ref_ac: np.ndarray, device):
+        self.torch = torch
+        self.sqrt_ac = torch.tensor(np.sqrt(ref_ac), dtype=torch.float32, device=device)
+        self.sqrt_1mac = torch.tensor(np.sqrt(1 - ref_ac), dtype=torch.float32, device=device)
+
+    def noised(self, z, gen) -> tuple:
+        """(x_t, t, noise) for clean latents z, drawn from `gen`."""
+        torch = self.torch
+        t = torch.randint(0, T, (len(z),), generator=gen).to(z.device)
+        noise = torch.randn(z.shape, generator=gen).to(z.device)
+        x_t = self.sqrt_ac[t].view(-1, 1, 1, 1) * z + self.sqrt_1mac[t].view(-1, 1, 1, 1) * noise
+        return x_t, t, noise
+
+
+def train_loop(a, torch, device, params: list, loss_of_step, t_start: float) -> tuple:
+    """a.steps steps of AdamW (0.9, 0.999, eps 1e-8) with the reference
+    LambdaLinear warm-up and LitEma over `params`; `loss_of_step(step)` returns
+    the step's loss. Logs to OUT/train-log.jsonl every --log-every steps.
+    Returns (losses, seconds in steps, ema, log path)."""
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
+    warm = a.warmup_steps
+
+    def lr_factor(n: int) -> float:  # the reference LambdaLinearScheduler, one cycle
+        return a.warmup_start + (1 - a.warmup_start) * n / warm if n < warm else 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ema = Ema(params, a.ema_decay)
+    log_path = a.out / "train-log.jsonl"
+    losses: list[float] = []
+    win_loss, win_t, train_s = [], 0.0, 0.0
+    with log_path.open("w") as log:
+        for step in range(1, a.steps + 1):
+            ts = time.perf_counter()
+            loss = loss_of_step(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            lr_used = opt.param_groups[0]["lr"]
+            opt.step()
+            sched.step()
+            ema.update(torch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - ts
+            train_s += dt
+            win_t += dt
+            losses.append(loss.item())
+            win_loss.append(losses[-1])
+            if not math.isfinite(losses[-1]):
+                fail(f"loss is {losses[-1]} at step {step} (lower --lr?)", 1)
+            if step % a.log_every == 0 or step == a.steps:
+                rec = {"step": step, "loss": sum(win_loss) / len(win_loss), "loss_last": losses[-1],
+                       "lr": lr_used, "s_per_step": win_t / len(win_loss),
+                       "elapsed_s": round(time.time() - t_start, 2)}
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                print(f"step {step}: loss {rec['loss']:.4f}  lr {rec['lr']:.3g}  "
+                      f"{rec['s_per_step'] * 1e3:.1f} ms/step", flush=True)
+                win_loss, win_t = [], 0.0
+    return losses, train_s, ema, log_path
+
+
+def guided_ddim(torch, unet, ddim, x, ctx, null_ctx, s: float):
+    """DDIM (eta 0) from x_T with classifier-free guidance s, batched
+    [uncond, cond] as the reference; scale 1 skips the unconditional pass."""
+    for t in ddim.timesteps:
+        tt = torch.full((len(x),), int(t), device=x.device, dtype=torch.long)
+        if s == 1.0:
+            e = unet(x, tt, encoder_hidden_states=ctx).sample
+        else:
+            e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]),
+                            encoder_hidden_states=torch.cat([null_ctx, ctx])).sample.chunk(2)
+            e = e_u + s * (e_c - e_u)
+        x = ddim.step(e, t, x, eta=0.0).prev_sample
+    return x
+
+
 # ---------------------------------------------------------------- EMA
 
 class Ema:
@@ -512,66 +609,28 @@ def run(a) -> None:
         scale, scale_rule = float(1.0 / z0.flatten().std()), "scale_by_std"
     print(f"scale_factor {scale:.6g} ({scale_rule}; the folder says {vae.config.scaling_factor})", flush=True)
 
-    sqrt_ac = torch.tensor(np.sqrt(ref_ac), dtype=torch.float32, device=device)
-    sqrt_1mac = torch.tensor(np.sqrt(1 - ref_ac), dtype=torch.float32, device=device)
     params = list(unet.parameters()) + list(class_emb.parameters())
-    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=a.weight_decay)
-    warm = a.warmup_steps
+    noiser = Noiser(torch, ref_ac, device)
+    pos = 0
 
-    def lr_factor(n: int) -> float:  # the reference LambdaLinearScheduler, one cycle
-        return a.warmup_start + (1 - a.warmup_start) * n / warm if n < warm else 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    ema = Ema(params, a.ema_decay)
-
-    log_path = a.out / "train-log.jsonl"
-    log = log_path.open("w")
-    losses: list[float] = []
-    win_loss, win_t = [], 0.0
-    unet.train()
-    pos, train_s = 0, 0.0
-    for step in range(1, a.steps + 1):
+    def loss_of_step(step: int) -> "torch.Tensor":
+        nonlocal perm, pos
         if pos + a.batch_size > len(perm):  # next epoch (drop the last partial batch)
             perm = torch.randperm(len(x_u8), generator=gen).to(device)
             pos = 0
         idx = perm[pos:pos + a.batch_size]
         pos += a.batch_size
-        ts = time.perf_counter()
         b = len(idx)
         eps_post = torch.randn((b, latent_ch, latent_hw, latent_hw), generator=gen).to(device)
         z = scale * (lat_mean[idx] + lat_std[idx] * eps_post)
-        t = torch.randint(0, T, (b,), generator=gen).to(device)
-        noise = torch.randn(z.shape, generator=gen).to(device)
-        x_t = sqrt_ac[t].view(-1, 1, 1, 1) * z + sqrt_1mac[t].view(-1, 1, 1, 1) * noise
+        x_t, t, noise = noiser.noised(z, gen)
         c = labels[idx].clone()
         c[(torch.rand(b, generator=gen) < a.cond_dropout).to(device)] = NULL_CLASS
         pred = unet(x_t, t, encoder_hidden_states=class_emb(c)[:, None, :]).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lr_used = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        ema.update(torch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - ts
-        train_s += dt
-        win_t += dt
-        losses.append(loss.item())
-        win_loss.append(losses[-1])
-        if not math.isfinite(losses[-1]):
-            fail(f"loss is {losses[-1]} at step {step} (lower --lr?)", 1)
-        if step % a.log_every == 0 or step == a.steps:
-            rec = {"step": step, "loss": sum(win_loss) / len(win_loss), "loss_last": losses[-1],
-                   "lr": lr_used, "s_per_step": win_t / len(win_loss),
-                   "elapsed_s": round(time.time() - t_start, 2)}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(f"step {step}: loss {rec['loss']:.4f}  lr {rec['lr']:.3g}  {rec['s_per_step'] * 1e3:.1f} ms/step",
-                  flush=True)
-            win_loss, win_t = [], 0.0
-    log.close()
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    unet.train()
+    losses, train_s, ema, log_path = train_loop(a, torch, device, params, loss_of_step, t_start)
 
     # Sampling with the EMA weights (the training weights are not needed after).
     ema.copy_to_params(torch)
@@ -596,16 +655,7 @@ def run(a) -> None:
             for i in range(0, len(sample_labels), a.sample_batch):
                 x = x_T[i:i + a.sample_batch].to(device)
                 ctx = class_emb(torch.tensor(sample_labels[i:i + a.sample_batch], device=device))[:, None, :]
-                for t in ddim.timesteps:
-                    tt = torch.full((len(x),), int(t), device=device, dtype=torch.long)
-                    if s == 1.0:  # the reference skips the unconditional pass at scale 1
-                        e = unet(x, tt, encoder_hidden_states=ctx).sample
-                    else:
-                        e_u, e_c = unet(torch.cat([x, x]), torch.cat([tt, tt]),
-                                        encoder_hidden_states=torch.cat([null_ctx.expand(len(x), -1, -1), ctx])
-                                        ).sample.chunk(2)
-                        e = e_u + s * (e_c - e_u)
-                    x = ddim.step(e, t, x, eta=0.0).prev_sample
+                x = guided_ddim(torch, unet, ddim, x, ctx, null_ctx.expand(len(x), -1, -1), s)
                 decoded.append(vae.decode(x / scale).sample.float())
             images = to_u8(torch, torch.cat(decoded))
             d = a.out / guidance_tag(s)

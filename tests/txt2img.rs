@@ -41,8 +41,11 @@ fn captioned_stamps(dir: &Path) -> PathBuf {
         "{} is missing: run `bash scripts/setup.sh` first",
         src.display()
     );
+    // Spread over the whole set, so the stamps come from several category
+    // folders (retrieval scores folders too).
     let pngs = files_below(&src, "png");
-    for (k, png) in pngs.iter().take(STAMPS).enumerate() {
+    let stride = pngs.len() / STAMPS;
+    for (k, png) in pngs.iter().step_by(stride).take(STAMPS).enumerate() {
         let rel = png.strip_prefix(&src).unwrap();
         let to = dir.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -245,24 +248,33 @@ fn text_transformer_resumes_exactly_and_samples_prompts() {
 
     // Caption retrieval: N captions sampled, nearest images looked up; the
     // report's counts and chance rates follow from the data.
-    let o = ldm(&[
-        "eval".into(),
-        "retrieval".into(),
-        "--checkpoint".into(),
-        a.display().to_string(),
-        "--data".into(),
-        fixture().data.display().to_string(),
-        "--n".into(),
-        "4".into(),
-        "--top-k".into(),
-        "3".into(),
-        "--steps".into(),
-        "2".into(),
-        "--guidance".into(),
-        "2".into(),
-        "--batch-size".into(),
-        "4".into(),
-    ]);
+    let kept = base.join("retrieval");
+    let retrieval = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            &a.display().to_string(),
+            "--data",
+            &fixture().data.display().to_string(),
+            "--n",
+            "4",
+            "--top-k",
+            "3",
+            "--steps",
+            "2",
+            "--guidance",
+            "2",
+            "--batch-size",
+            "4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ldm(&args)
+    };
+    let o = retrieval(&["--out", &kept.display().to_string()]);
     ok(&o);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["captions"], 4, "{r}");
@@ -273,15 +285,54 @@ fn text_transformer_resumes_exactly_and_samples_prompts() {
     assert!((chance - 1.0 / STAMPS as f64).abs() < 1e-9, "{r}");
     let chance_k = r["chance"]["top_k"].as_f64().unwrap();
     assert!((chance_k - 3.0 / STAMPS as f64).abs() < 1e-9, "{r}");
-    for key in ["prompted", "empty_prompt"] {
+    let g = &r["group"];
+    assert!(g["groups"].as_u64().unwrap() >= 2, "{r}");
+    for (scores, key) in [
+        (&r, "prompted"),
+        (&r, "empty_prompt"),
+        (g, "prompted"),
+        (g, "empty_prompt"),
+    ] {
         for rate in ["top1", "top_k"] {
-            let v = r[key][rate].as_f64().unwrap();
+            let v = scores[key][rate].as_f64().unwrap();
             assert!(
                 (0.0..=1.0).contains(&v) && (v * 4.0).fract() == 0.0,
                 "{key}.{rate}: {r}"
             );
         }
     }
+    // A folder holds at least the caption's own stamp, usually more.
+    for rate in ["top1", "top_k"] {
+        let (c, gc) = (
+            r["chance"][rate].as_f64().unwrap(),
+            g["chance"][rate].as_f64().unwrap(),
+        );
+        assert!(gc >= c && gc <= 1.0, "chance.{rate}: {r}");
+    }
+    assert!(g["chance"]["top1"].as_f64().unwrap() > chance, "{r}");
+
+    // The kept samples score as they were scored when drawn.
+    let o = retrieval(&["--samples", &kept.display().to_string()]);
+    ok(&o);
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["prompted", "empty_prompt", "chance", "group"] {
+        assert_eq!(again[key], r[key], "{key}: {again} vs {r}");
+    }
+    assert!(again["guidance"].is_null(), "{again}");
+    // A caption the data does not carry, and a missing sample: one line each.
+    let captions = kept.join("captions.json");
+    let good = std::fs::read_to_string(&captions).unwrap();
+    std::fs::write(&captions, r#"["A unicorn.", "b", "c", "d"]"#).unwrap();
+    clean_error(
+        &retrieval(&["--samples", &kept.display().to_string()]),
+        &["captions.json", "A unicorn."],
+    );
+    std::fs::write(&captions, good).unwrap();
+    std::fs::remove_file(kept.join("empty/0003.png")).unwrap();
+    clean_error(
+        &retrieval(&["--samples", &kept.display().to_string()]),
+        &["empty", "0000.png"],
+    );
 
     // A prompt longer than 77 tokens is truncated with one warning naming it.
     let long = "a horse ".repeat(60);

@@ -43,7 +43,7 @@ pub fn grid_rgb8(
             for x in 0..width {
                 let dst = ((top + y) * grid_w + left + x) * 3;
                 for c in 0..3 {
-                    pixels[dst + c] = to_byte(image[c * plane + y * width + x]);
+                    pixels[dst + c] = crate::unit_to_u8(image[c * plane + y * width + x]);
                 }
             }
         }
@@ -80,11 +80,6 @@ pub fn save_grid_png(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
-}
-
-fn to_byte(v: f32) -> u8 {
-    // `as u8` saturates and maps NaN to 0, which is exactly the clamping we want.
-    ((v + 1.0) * 127.5).round() as u8
 }
 
 /// Grid geometry, computed once and validated.
@@ -159,10 +154,10 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_clamped() {
-        assert_eq!(to_byte(5.0), 255);
-        assert_eq!(to_byte(-5.0), 0);
-        assert_eq!(to_byte(f32::NAN), 0);
-        assert_eq!(to_byte(0.0), 128);
+        assert_eq!(crate::unit_to_u8(5.0), 255);
+        assert_eq!(crate::unit_to_u8(-5.0), 0);
+        assert_eq!(crate::unit_to_u8(f32::NAN), 0);
+        assert_eq!(crate::unit_to_u8(0.0), 128);
     }
 
     #[test]

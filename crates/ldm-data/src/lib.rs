@@ -134,4 +134,4 @@ pub use loader::{Loader, LoaderConfig};
 pub use order::epoch_order;
 pub use rng::{sample_seed, SplitMix64};
 pub use source::{open_source, ImageSource};
-pub use transform::{load_image_chw, Fit, Transform};
+pub use transform::{load_image_chw, u8_to_unit, unit_to_u8, Fit, Transform};

@@ -226,9 +226,9 @@ impl Transform {
                 let src_x = if flip { left + size - 1 - x } else { left + x };
                 let rgb = resized.get_pixel(src_x, top + y).0;
                 let i = y as usize * side + x as usize;
-                channels_r[i] = to_unit_range(rgb[order[0]]);
-                channels_g[i] = to_unit_range(rgb[order[1]]);
-                channels_b[i] = to_unit_range(rgb[order[2]]);
+                channels_r[i] = u8_to_unit(rgb[order[0]]);
+                channels_g[i] = u8_to_unit(rgb[order[1]]);
+                channels_b[i] = u8_to_unit(rgb[order[2]]);
             }
         }
         out
@@ -254,8 +254,16 @@ fn log_uniform(rng: &mut SplitMix64, lo: u32, hi: u32) -> u32 {
     ((a + u * (b - a)).exp().round() as u32).clamp(lo, hi)
 }
 
-fn to_unit_range(v: u8) -> f32 {
+/// An 8-bit pixel value in the models' range `[-1, 1]` (`v / 127.5 − 1`).
+pub fn u8_to_unit(v: u8) -> f32 {
     f32::from(v) / 127.5 - 1.0
+}
+
+/// The inverse of [`u8_to_unit`], rounded to the nearest level; values
+/// outside `[-1, 1]` clamp and NaN maps to 0 (what `as u8` does), so a
+/// model's raw output can be written as an image.
+pub fn unit_to_u8(x: f32) -> u8 {
+    ((x + 1.0) * 127.5).round() as u8
 }
 
 /// Scales so the shorter side is exactly `size`, the longer side rounded to
@@ -356,7 +364,7 @@ mod tests {
     }
 
     fn pixel(sample: &[f32], side: usize, channel: usize, x: usize, y: usize) -> u8 {
-        ((sample[channel * side * side + y * side + x] + 1.0) * 127.5).round() as u8
+        unit_to_u8(sample[channel * side * side + y * side + x])
     }
 
     #[test]
@@ -588,8 +596,8 @@ mod tests {
         t.validate().unwrap();
         let out = t.apply(&img, 1);
         assert_eq!(out.len(), 3 * 16);
-        assert_eq!(out[0], to_unit_range(6 * 16));
-        assert_eq!(out[3], to_unit_range(9 * 16));
+        assert_eq!(out[0], u8_to_unit(6 * 16));
+        assert_eq!(out[3], u8_to_unit(9 * 16));
         let bad = Transform {
             resize: Some(2),
             resize_max: None,

@@ -275,6 +275,11 @@ struct EvalRetrievalCli {
     /// Also count a hit among this many nearest images.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Score this folder instead of sampling: `captions.json` (a list of
+    /// captions of --data) with `prompted/NNNN.png` and `empty/NNNN.png`,
+    /// the layout `--out` writes (e.g. the PyTorch twin's samples).
+    #[arg(long)]
+    samples: Option<PathBuf>,
     #[command(flatten)]
     run: SampleSetOpts,
 }
@@ -569,6 +574,7 @@ fn main() -> ExitCode {
                 seed: e.run.seed,
                 batch: e.run.batch_size,
                 out: e.run.out,
+                samples: e.samples,
             };
             dispatch(e.run.device.arg, RetrievalJob(args))
         }

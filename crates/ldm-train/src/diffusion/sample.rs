@@ -79,8 +79,7 @@ pub fn save_png(path: &Path, chw: &[f32], h: usize, w: usize) -> Result<()> {
     let plane = h * w;
     let rgb: Vec<u8> = (0..plane)
         .flat_map(|p| (0..3).map(move |c| p + c * plane))
-        // `as u8` saturates and maps NaN to 0: the clamp we want.
-        .map(|i| ((chw[i] + 1.0) * 127.5).round() as u8)
+        .map(|i| ldm_data::unit_to_u8(chw[i]))
         .collect();
     image::save_buffer(
         path,
