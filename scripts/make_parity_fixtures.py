@@ -13,14 +13,23 @@ there). The Rust tests read these files; CI never runs Python.
     disc_actnorm_io.safetensors    taming NLayerDiscriminator, ActNorm
     lpips_io.safetensors           lpips==0.1.4 LPIPS(vgg) on our converted weights
     losses.safetensors             values of the ldm/taming autoencoder loss terms
+    schedulers.safetensors         diffusers scheduler arithmetic (no network): schedules,
+                                   add_noise / get_velocity, min-SNR-γ weights, and
+                                   DDPM / DDIM / PLMS / DPM-Solver++(2M) steps on fixed
+                                   model outputs; read by crates/ldm-diffusion/tests/
+                                   scheduler_parity.rs
 
-Conventions: every tensor is float32. Names are `input.*`, `output.*`,
+Conventions: every tensor is float32 (schedulers.safetensors stores its
+timesteps as int64). Names are `input.*`, `output.*`,
 `grad.*` (and `weights.*` for the discriminators, whose weights live nowhere
 else; the ldm file uses checkpoint key names). The `__metadata__` key
 `config` holds a JSON description: shapes, hyper-parameters, what each
 tensor is and the exact formula. Networks run in float64 on the float32
 weights (upcast exactly), so the stored outputs are the rounded exact values
-of the float32-weight network, not one float32 evaluation of it.
+of the float32-weight network, not one float32 evaluation of it. The
+sampler steps of schedulers.safetensors follow the same rule (diffusers'
+step code in float64 on its float32 schedule); its schedules and training
+quantities are diffusers' own float32 values.
 
 All weights are perturbed after construction with seeded noise (every
 parameter and floating buffer: norm scales/shifts, running stats, ActNorm
@@ -30,12 +39,15 @@ cannot pass by sitting at its default value.
 Usage:
     bash scripts/ref_venv.sh
     ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py
+    # only schedulers.safetensors (section (g)); every other file stays as it is:
+    ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only schedulers
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -154,11 +166,17 @@ def assert_all_changed(perturbed: nn.Module, default: nn.Module) -> None:
             die(f"perturbation left an element of {k} at its default value")
 
 
-def save_fixture(path: Path, tensors: dict, config: dict) -> None:
+def save_fixture(path: Path, tensors: dict, config: dict, int64_ok: bool = False) -> None:
+    """Writes `tensors` as float32 (int64 ones stay int64 where `int64_ok`:
+    timesteps are indices, not values)."""
     for k in tensors:
         if not (k.startswith(("input.", "output.", "grad.", "weights."))):
             die(f"bad fixture tensor name {k}")
-    flat = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in tensors.items()}
+
+    def stored(v: torch.Tensor) -> torch.Tensor:
+        keep = int64_ok and v.dtype == torch.int64
+        return v.detach().to(v.dtype if keep else torch.float32).contiguous().clone()
+    flat = {k: stored(v) for k, v in tensors.items()}
     config = dict(config)
     config["versions"] = VERSIONS
     config["seed"] = SEED
@@ -1013,11 +1031,423 @@ def make_losses() -> None:
     save_fixture(OUT / "losses.safetensors", tensors, cfg)
 
 
-def main() -> None:
-    global VERSIONS
-    VERSIONS = versions()
-    OUT.mkdir(parents=True, exist_ok=True)
-    print(f"writing parity fixtures to {OUT.relative_to(ROOT)} ({VERSIONS})")
+# ---- (g) schedulers ---------------------------------------------------------
+# Pure arithmetic of diffusers' noise schedulers (no network): schedules, the
+# forward process and training targets, min-SNR-γ weights, and every sampler
+# step driven by fixed model outputs. Schedules and training quantities are
+# diffusers' own float32 numbers; the sampler steps run diffusers' code in
+# float64 on those float32 schedules (see exact_arithmetic).
+
+SCHED_T = 1000
+SCHED_STEPS = 10  # divides T: DDIM/PLMS take prev = t - T // S, see below
+SCHED_SHAPE = (1, 4, 6, 6)  # one latent; the arithmetic is elementwise
+SCHED_GAMMA = 5.0
+SCHED_TRAIN_T = [0, 1, 17, 250, 499, 731, 998, 999]
+
+# name -> (diffusers scheduler kwargs, our ldm_diffusion schedule)
+SCHEDULES = {
+    "sd": ({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+           "BetaSchedule::ScaledLinear { start: 0.00085, end: 0.012 } (the SD / txt2img \"linear\")"),
+    "ldm": ({"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0195},
+            "BetaSchedule::ScaledLinear { start: 0.0015, end: 0.0195 } (the LDM configs' \"linear\")"),
+    "linear": ({"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
+               "BetaSchedule::Linear { start: 1e-4, end: 0.02 } (DDPM's linear)"),
+    "cosine": ({"beta_schedule": "squaredcos_cap_v2"},
+               "BetaSchedule::Cosine { s: 8e-3 }: the reference's cosine (s = 8e-3, β clipped at 0.999) is exactly "
+               "squaredcos_cap_v2 (alpha_bar(t) = cos((t + 0.008)/1.008 · π/2)², max_beta 0.999); no intentional difference"),
+    "sd_zsnr": ({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                 "rescale_betas_zero_snr": True},
+                "the sd schedule, then NoiseSchedule::rescale_zero_terminal_snr()"),
+    "linear_zsnr": ({"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02,
+                     "rescale_betas_zero_snr": True},
+                    "the linear schedule, then NoiseSchedule::rescale_zero_terminal_snr()"),
+}
+
+# The reference's DDIM/PLMS conventions (ldm make_ddim_timesteps "uniform":
+# range(0, T, T/S) + 1; the last step lands on ᾱ_0, not 1), which diffusers
+# reaches with these settings.
+REFERENCE_DDIM = {"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False}
+
+# name -> what the run is; `ours` says how the Rust test calls ldm_diffusion.
+SAMPLER_RUNS = {
+    "ddpm_eps_ldm_leading": {
+        "sampler": "ddpm", "schedule": "ldm", "prediction_type": "epsilon",
+        "diffusers": {"timestep_spacing": "leading", "steps_offset": 0, "clip_sample": False},
+        "ours": {"spacing": "Leading", "clip_x0": None},
+    },
+    "ddpm_v_sd_trailing_clip": {
+        "sampler": "ddpm", "schedule": "sd", "prediction_type": "v_prediction",
+        "diffusers": {"timestep_spacing": "trailing", "clip_sample": True, "clip_sample_range": 1.0},
+        "ours": {"spacing": "Trailing", "clip_x0": 1.0},
+    },
+    "ddim_eps_ldm_eta0": {
+        "sampler": "ddim", "schedule": "ldm", "prediction_type": "epsilon", "eta": 0.0,
+        "diffusers": dict(REFERENCE_DDIM, clip_sample=False),
+        "ours": {"spacing": "Uniform", "eta": 0.0},
+    },
+    "ddim_eps_ldm_eta1": {
+        "sampler": "ddim", "schedule": "ldm", "prediction_type": "epsilon", "eta": 1.0,
+        "diffusers": dict(REFERENCE_DDIM, clip_sample=False),
+        "ours": {"spacing": "Uniform", "eta": 1.0},
+    },
+    "ddim_v_sdzsnr_trailing_eta0": {
+        "sampler": "ddim", "schedule": "sd_zsnr", "prediction_type": "v_prediction", "eta": 0.0,
+        "diffusers": {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": False,
+                      "rescale_betas_zero_snr": True},
+        "ours": {"spacing": "Trailing", "eta": 0.0},
+    },
+    "ddim_x0_cosine_trailing_eta1": {
+        "sampler": "ddim", "schedule": "cosine", "prediction_type": "sample", "eta": 1.0,
+        "diffusers": {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": False},
+        "ours": {"spacing": "Trailing", "eta": 1.0},
+    },
+    "plms_eps_ldm": {
+        "sampler": "plms", "schedule": "ldm", "prediction_type": "epsilon",
+        "diffusers": dict(REFERENCE_DDIM, skip_prk_steps=True),
+        "ours": {"spacing": "Uniform"},
+    },
+    "plms_v_sd": {
+        "sampler": "plms", "schedule": "sd", "prediction_type": "v_prediction",
+        # PNDMScheduler(prediction_type="v_prediction") extrapolates the raw v
+        # outputs and turns the mix into ε with the current x_t only; ours
+        # turns each output into ε at its own x_t and ᾱ_t first (plms.rs), so
+        # diffusers runs in epsilon mode on ε_k = √ᾱ_k·v_k + √(1−ᾱ_k)·x_k.
+        "diffusers": dict(REFERENCE_DDIM, skip_prk_steps=True, prediction_type="epsilon"),
+        "ours": {"spacing": "Uniform"},
+    },
+    "dpmpp2m_eps_sd": {
+        "sampler": "dpm_solver_pp_2m", "schedule": "sd", "prediction_type": "epsilon",
+        "diffusers": {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": True},
+        "ours": {"spacing": "Trailing", "lower_order_final": True},
+    },
+    "dpmpp2m_x0_sd": {
+        "sampler": "dpm_solver_pp_2m", "schedule": "sd", "prediction_type": "sample",
+        "diffusers": {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": True},
+        "ours": {"spacing": "Trailing", "lower_order_final": True},
+    },
+    "dpmpp2m_v_sd": {
+        "sampler": "dpm_solver_pp_2m", "schedule": "sd", "prediction_type": "v_prediction",
+        "diffusers": {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": True},
+        "ours": {"spacing": "Trailing", "lower_order_final": True},
+    },
+    "dpmpp2m_eps_ldm_second_order_final": {
+        "sampler": "dpm_solver_pp_2m", "schedule": "ldm", "prediction_type": "epsilon",
+        "diffusers": {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min", "lower_order_final": False},
+        "ours": {"spacing": "Trailing", "lower_order_final": False},
+    },
+}
+
+OUR_PARAMETERIZATION = {"epsilon": "Eps", "sample": "X0", "v_prediction": "V"}
+
+
+def diffusers_scheduler(sampler: str, schedule: str, extra: dict):
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+    cls = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "plms": PNDMScheduler,
+           "dpm_solver_pp_2m": DPMSolverMultistepScheduler}[sampler]
+    kw = dict(SCHEDULES[schedule][0], num_train_timesteps=SCHED_T, **extra)
+    if sampler == "dpm_solver_pp_2m":
+        kw.update(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint")
+    return cls(**kw)
+
+
+def strict_json(value):
+    """`value` with non-finite floats as strings ("-inf"): JSON has no
+    Infinity (DPMSolverMultistepScheduler's lambda_min_clipped is -inf), and
+    strict parsers such as Rust's serde_json refuse it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def scheduler_kwargs(run: dict) -> dict:
+    """The run's prediction type, unless its `diffusers` settings override it."""
+    return dict({"prediction_type": run["prediction_type"]}, **run["diffusers"])
+
+
+class FixedDdpmNoise:
+    """Replaces DDPMScheduler.step's randn_tensor (it has no noise argument)
+    by the stored noise of the step being taken, in order."""
+
+    def __init__(self, noise: torch.Tensor):
+        import diffusers.schedulers.scheduling_ddpm as module
+        self.module, self.noise, self.calls = module, noise, 0
+
+    def __enter__(self):
+        self.original = self.module.randn_tensor
+
+        def fixed(shape, **_kw):
+            if tuple(shape) != tuple(self.noise.shape[1:]):
+                die(f"DDPM asked for noise of shape {tuple(shape)}")
+            self.calls += 1
+            return self.noise[self.calls - 1].clone()
+        self.module.randn_tensor = fixed
+        return self
+
+    def __exit__(self, *exc):
+        self.module.randn_tensor = self.original
+
+
+def exact_arithmetic(sched) -> None:
+    """Makes the scheduler's steps run in float64 on its own float32
+    schedule (upcast exactly), once set_timesteps has run.
+
+    In float32 diffusers' step formulas cancel: DDIM's √(1 − ᾱ_prev − σ²)
+    at η = 1 subtracts O(1) numbers to get ~ᾱ/ᾱ_prev (1e-7 on the cosine
+    schedule's first step), and x̂0 = (x − √(1−ᾱ)·ε)/√ᾱ at ᾱ = 1.4e-4 loses
+    two digits. Its float32 results then differ from float64 ones by up to
+    3e-5 (relative), i.e. they carry diffusers' own rounding, not the
+    arithmetic we compare; the stored samples are the float64 results,
+    rounded. Step tensors are float64 where the caller passes float64; the
+    schedule scalars have to be upcast here. DPMSolverMultistepScheduler
+    keeps σ = √((1−ᾱ)/ᾱ) of the visited timesteps (and ᾱ_0 for
+    final_sigmas_type "sigma_min") rounded to float32 by set_timesteps: the
+    same formula is redone in float64. (Its step() also casts the sample to
+    float32 on entry, which stays: our samples are float32 too.)"""
+    from diffusers import DPMSolverMultistepScheduler
+    for attr in ("alphas_cumprod", "final_alpha_cumprod", "one"):
+        value = getattr(sched, attr, None)
+        if torch.is_tensor(value):
+            setattr(sched, attr, value.double())
+    if isinstance(sched, DPMSolverMultistepScheduler):
+        if sched.config.final_sigmas_type != "sigma_min":
+            die("exact_arithmetic: only final_sigmas_type='sigma_min' is redone in float64")
+        ac = sched.alphas_cumprod
+        sigma = ((1 - ac) / ac) ** 0.5
+        exact = torch.cat([sigma[sched.timesteps], sigma[:1]])
+        if not torch.allclose(exact, sched.sigmas.double(), rtol=4 * 2.0**-24, atol=0):
+            die("exact_arithmetic: σ in float64 is not diffusers' float32 σ")
+        sched.sigmas = exact
+
+
+def drive(sched, x_T, model, step_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline loop without a network, in float64 (see
+    exact_arithmetic): one model call per entry of sched.timesteps,
+    `model(k, t, x)` gives call k's output. Returns the timesteps and the
+    sample after every step."""
+    x = x_T.double()
+    samples = []
+    for k, t in enumerate(sched.timesteps):
+        out = model(k, int(t), x)
+        x = sched.step(out, t, x, **step_kwargs(k)).prev_sample
+        if x.dtype != torch.float64 or not torch.isfinite(x).all():
+            die(f"{type(sched).__name__}: step {k} gave {x.dtype} / non-finite values")
+        samples.append(x)
+    return sched.timesteps.clone(), torch.stack(samples)
+
+
+def oracle_output(pred: str, alpha: torch.Tensor, x: torch.Tensor, x0: torch.Tensor,
+                  wobble: torch.Tensor) -> torch.Tensor:
+    """What a model that knows the clean sample `x0` would output for `x` at
+    level ᾱ = `alpha`, plus `wobble`: ε̂ = (x − √ᾱ·x0)/√(1−ᾱ), then the
+    target of `pred`; float64, rounded to float32 (the stored output, which
+    the run then uses upcast). A model that points at a
+    fixed x0 keeps the samples O(1), as in a real run, also when a sampler
+    injects noise; outputs unrelated to x would drive them to O(100)."""
+    a = alpha.double()
+    clean, xt = x0.double(), x.double()
+    eps = (xt - a.sqrt() * clean) / (1 - a).sqrt()
+    target = {
+        "epsilon": eps,
+        "sample": clean,
+        "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * clean,
+    }[pred]
+    return (target + wobble.double()).float()
+
+
+def make_sampler_run(name: str, run: dict, offset: int, schedule_ac: dict, x_T: torch.Tensor,
+                     x0: torch.Tensor) -> tuple[dict, dict]:
+    sched = diffusers_scheduler(run["sampler"], run["schedule"], scheduler_kwargs(run))
+    if not torch.equal(sched.alphas_cumprod, schedule_ac[run["schedule"]]):
+        die(f"{name}: the scheduler's alphas_cumprod is not the stored {run['schedule']} schedule")
+    sched.set_timesteps(SCHED_STEPS)
+    exact_arithmetic(sched)
+    n_calls = len(sched.timesteps)
+    g = gen(offset)
+    pred = run["prediction_type"]
+    ac = sched.alphas_cumprod
+    wobble = 0.1 * randn(g, n_calls, *SCHED_SHAPE)
+    noise = randn(g, n_calls, *SCHED_SHAPE)
+    model_eps = run["sampler"] == "plms" and pred == "v_prediction"
+    outputs = []
+
+    def model(k, t, x):
+        if k == len(outputs):  # a rerun (clip check) replays the stored outputs
+            outputs.append(oracle_output(pred, ac[t], x, x0, wobble[k]))
+        out = outputs[k].double()
+        if model_eps:  # the v-model's ε at its own point (see SAMPLER_RUNS)
+            return ac[t] ** 0.5 * out + (1 - ac[t]) ** 0.5 * x
+        return out
+
+    notes = {}
+    tensors = {}
+    if run["sampler"] == "ddpm":
+        with FixedDdpmNoise(noise.double()) as fixed:
+            timesteps, samples = drive(sched, x_T, model, lambda k: {})
+        tensors[f"input.{name}.noise"] = noise
+        notes["noise"] = (f"DDPMScheduler.step draws randn_tensor only when t > 0; it was replaced by input.{name}.noise[k] "
+                          f"for the k-th call ({fixed.calls} calls). A last step at t > 0 (trailing) draws noise "
+                          "but scales it by sqrt(clamp(β̃ = 0, min=1e-20)) = 1e-10; ours draws none there")
+    elif run["sampler"] == "ddim" and run["eta"] > 0:
+        timesteps, samples = drive(sched, x_T, model, lambda k: {"eta": run["eta"], "variance_noise": noise[k].double()})
+        tensors[f"input.{name}.noise"] = noise
+        notes["noise"] = f"variance_noise = input.{name}.noise[k] at step k (every step, the last one too: σ > 0 down to ᾱ_0)"
+    elif run["sampler"] == "ddim":
+        timesteps, samples = drive(sched, x_T, model, lambda k: {"eta": run["eta"]})
+    else:
+        timesteps, samples = drive(sched, x_T, model, lambda k: {})
+    if run["sampler"] in ("ddim", "plms"):
+        visited = torch.unique_consecutive(timesteps)
+        if not (visited[:-1] - visited[1:] == SCHED_T // SCHED_STEPS).all():
+            die(f"{name}: DDIM/PNDM step to t - T // S, which is the next visited timestep only on an even grid")
+    tensors[f"input.{name}.model_outputs"] = torch.stack(outputs)
+    tensors[f"output.{name}.timesteps"] = timesteps
+    tensors[f"output.{name}.samples"] = samples
+    if run["sampler"] == "ddpm" and run["diffusers"].get("clip_sample"):
+        unclipped = diffusers_scheduler("ddpm", run["schedule"], dict(scheduler_kwargs(run), clip_sample=False))
+        unclipped.set_timesteps(SCHED_STEPS)
+        exact_arithmetic(unclipped)
+        with FixedDdpmNoise(noise.double()):
+            _, free = drive(unclipped, x_T, model, lambda k: {})
+        effect = (free - samples).abs().max().item()
+        if effect < 1e-2:
+            die(f"{name}: clip_sample does not bind (max effect {effect})")
+        notes["clipping"] = (f"x̂0 is clamped to [-1, 1] before the posterior mean (clip_sample); it binds: the same run "
+                             f"without clipping ends up to {effect:.3g} away")
+    desc = {
+        "sampler": run["sampler"],
+        "schedule": run["schedule"],
+        "prediction_type": pred,
+        "our_parameterization": OUR_PARAMETERIZATION[pred],
+        "ours": run["ours"],
+        "diffusers_class": type(sched).__name__,
+        "diffusers_config": strict_json(jsonable_config(sched.config)),
+        "steps": SCHED_STEPS,
+        "model_calls": n_calls,
+        "notes": notes,
+    }
+    if "eta" in run:
+        desc["eta"] = run["eta"]
+    return tensors, desc
+
+
+def make_schedulers() -> None:
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    tensors, sched_desc, schedule_ac = {}, {}, {}
+    for name, (kw, ours) in SCHEDULES.items():
+        s = DDPMScheduler(num_train_timesteps=SCHED_T, **kw)
+        tensors[f"output.schedule.{name}.betas"] = s.betas
+        tensors[f"output.schedule.{name}.alphas_cumprod"] = s.alphas_cumprod
+        schedule_ac[name] = s.alphas_cumprod
+        sched_desc[name] = {"diffusers": dict(kw, num_train_timesteps=SCHED_T), "ours": ours}
+
+    # Training: the forward process, v target and min-SNR-γ weights at a
+    # spread of timesteps (both ends included), for a plain and a
+    # zero-terminal-SNR schedule.
+    g = gen(61)
+    x0 = image_like(g, (len(SCHED_TRAIN_T), 4, 4, 4))
+    noise = randn(g, len(SCHED_TRAIN_T), 4, 4, 4)
+    ts = torch.tensor(SCHED_TRAIN_T, dtype=torch.int64)
+    tensors.update({"input.train.x0": x0, "input.train.noise": noise, "input.train.timesteps": ts})
+    for name in ("sd", "sd_zsnr"):
+        s = DDPMScheduler(num_train_timesteps=SCHED_T, **SCHEDULES[name][0])
+        snr = compute_snr(s, ts)
+        # diffusers' examples/text_to_image/train_text_to_image.py (--snr_gamma):
+        capped = torch.stack([snr, SCHED_GAMMA * torch.ones_like(ts)], dim=1).min(dim=1)[0]
+        tensors[f"output.train.{name}.noisy"] = s.add_noise(x0, noise, ts)
+        tensors[f"output.train.{name}.v"] = s.get_velocity(x0, noise, ts)
+        tensors[f"output.train.{name}.snr"] = snr
+        tensors[f"output.train.{name}.min_snr_eps"] = capped / snr
+        tensors[f"output.train.{name}.min_snr_v"] = capped / (snr + 1)
+
+    g = gen(60)
+    x_T = randn(g, *SCHED_SHAPE)
+    # Latent-like: beyond [-1, 1] in places, so DDPM's clip_sample binds.
+    x0 = 1.5 * image_like(g, SCHED_SHAPE)
+    tensors.update({"input.x_T": x_T, "input.x0": x0})
+    runs = {}
+    for i, (name, run) in enumerate(SAMPLER_RUNS.items()):
+        t, d = make_sampler_run(name, run, 70 + i, schedule_ac, x_T, x0)
+        tensors.update(t)
+        runs[name] = d
+
+    cfg = {
+        "fixture": "schedulers",
+        "what": "diffusers scheduler arithmetic on fixed inputs, no network: schedules, add_noise / get_velocity, "
+                "min-SNR-γ weights, and DDPM / DDIM / PLMS / DPM-Solver++(2M) sampling driven by fixed model outputs",
+        "compute": {
+            "schedules": "diffusers' own float32 betas and alphas_cumprod, as its schedulers hold them",
+            "train": "diffusers' own float32 arithmetic (add_noise, get_velocity, compute_snr and the weights on float32 "
+                     "tensors), as in its training scripts",
+            "samplers": "diffusers' step() code run in float64 on the float32 schedule upcast exactly (float64 samples, model "
+                        "outputs and noise; DPM-Solver's σ redone in float64 by set_timesteps' formula), stored rounded to "
+                        "float32: in float32 its formulas cancel (DDIM's sqrt(1 − ᾱ_prev − σ²) at η = 1, (x − σ·ε)/α at "
+                        "small ᾱ) and its results move by up to 3e-5 relative. DPMSolverMultistepScheduler.step casts the "
+                        "sample to float32 on entry itself",
+            "inputs": "drawn in float64 and rounded to float32",
+        },
+        "dtypes": "float32, except input.train.timesteps and output.<run>.timesteps (int64)",
+        "T": SCHED_T,
+        "schedules": sched_desc,
+        "train": {
+            "timesteps": SCHED_TRAIN_T,
+            "gamma": SCHED_GAMMA,
+            "schedules": ["sd", "sd_zsnr"],
+            "targets": "ε target = input.train.noise and x0 target = input.train.x0 (what diffusers' training scripts use for "
+                       "prediction_type epsilon / sample); the v target is output.train.<s>.v",
+        },
+        "runs": runs,
+        "conventions": {
+            "final_alpha": "DDIM and PLMS: set_alpha_to_one=False (the last step lands on ᾱ_0, as the reference and ours); "
+                           "DPM-Solver++: final_sigmas_type='sigma_min' (also ᾱ_0; diffusers' default 'zero' ends at ᾱ = 1 with a forced "
+                           "first-order step); DDPM: ᾱ_prev = 1 on the last step in diffusers and in ours",
+            "timesteps": "DDIM / PLMS 'leading' + steps_offset 1 = the reference's uniform spacing (1, 101, …, 901) = our Spacing::Uniform; "
+                         "DDPM 'leading' with offset 0 = our Spacing::Leading; 'trailing' = our Spacing::Trailing. DDIM and PNDM step "
+                         "from t to t − T // S (not to the next visited timestep): equal here because S divides T, checked",
+            "lower_order_final": "diffusers' rule (last step first order when fewer than 15 steps) is ours; one run turns it off",
+            "clip": "clip_sample off everywhere (latents are unbounded) except ddpm_v_sd_trailing_clip (ours: clip_x0 = Some(1.0))",
+            "plms_v": "PNDMScheduler(prediction_type='v_prediction') mixes the raw v outputs of different x_t and converts the mix "
+                      "with the current x_t; ours converts each output to ε at its own x_t and ᾱ_t first (so ε-, x0- and v-models "
+                      "give one sampler). plms_v_sd therefore runs PNDM in epsilon mode on ε_k = √ᾱ_k·v_k + √(1−ᾱ_k)·x_k "
+                      "(float64, at call k's timestep and input); model_outputs holds the v_k",
+            "zero_snr_dpm": "not covered: DPMSolverMultistepScheduler with rescale_betas_zero_snr replaces ᾱ_{T−1} = 0 by 2^-24 "
+                            "(so its σ stays finite); ours keeps 0 and takes the IEEE limits",
+            "min_snr_zero_snr": "at ᾱ = 0 (sd_zsnr, t = 999) diffusers' ε weight is 0/0 = NaN (stored as is); ours returns the limit 1",
+        },
+        "tensors": {
+            "output.schedule.<s>.betas / .alphas_cumprod": "DDPMScheduler(**schedules[s].diffusers).betas / .alphas_cumprod, [T]",
+            "input.train.x0": "clean latents [8,4,4,4] in [-1, 1]",
+            "input.train.noise": "N(0, 1) [8,4,4,4]",
+            "input.train.timesteps": "int64 [8], one per batch element",
+            "output.train.<s>.noisy": "DDPMScheduler.add_noise(x0, noise, timesteps) = √ᾱ_t·x0 + √(1−ᾱ_t)·noise",
+            "output.train.<s>.v": "DDPMScheduler.get_velocity(x0, noise, timesteps) = √ᾱ_t·noise − √(1−ᾱ_t)·x0",
+            "output.train.<s>.snr": "diffusers.training_utils.compute_snr(scheduler, timesteps) = (√ᾱ / √(1−ᾱ))², [8]",
+            "output.train.<s>.min_snr_eps": "torch.stack([snr, γ·ones], dim=1).min(dim=1)[0] / snr, [8]",
+            "output.train.<s>.min_snr_v": "the same min / (snr + 1), [8]",
+            "input.x0": "[1,4,6,6] 1.5 · image-like (in [-1.5, 1.5]): the clean sample the fixed model outputs point to",
+            "input.<run>.model_outputs": "[calls, 1,4,6,6]: the model's output at call k, to be replayed as fixed tensors. Made "
+                                         "during the diffusers run by an oracle pointing at input.x0: for the call's input x "
+                                         "and level ᾱ, ε̂ = (x − √ᾱ·x0)/√(1−ᾱ), then the target (ε̂, x0 or √ᾱ·ε̂ − √(1−ᾱ)·x0) "
+                                         "plus 0.1 N(0, 1); float64, rounded to float32. It keeps the samples O(1)",
+            "input.<run>.noise": "[calls, 1,4,6,6]: fresh noise of step k (DDPM, DDIM with η > 0)",
+            "output.<run>.timesteps": "int64 [calls]: scheduler.timesteps after set_timesteps(10), descending; one model call each "
+                                      "(PLMS: S + 1 calls, the second one at the first entry's successor, repeated)",
+            "input.x_T": "[1,4,6,6] N(0, 1): the starting sample of every run (init_noise_sigma is 1 for all four schedulers)",
+            "output.<run>.samples": "[calls, 1,4,6,6]: prev_sample returned by step k, i.e. the input of call k + 1 (PLMS step 0: "
+                                    "the provisional sample the Heun call sees); the last one is the result",
+        },
+    }
+    json.dumps(cfg, allow_nan=False)  # fails here rather than in a strict reader
+    save_fixture(OUT / "schedulers.safetensors", tensors, cfg, int64_ok=True)
+
+
+def make_networks_and_losses() -> None:
+    """Sections (a)-(f), always regenerated together."""
     print("(a) AutoencoderKL")
     kl = build_kl()
     make_kl(kl)
@@ -1032,6 +1462,26 @@ def main() -> None:
     make_lpips()
     print("(f) losses")
     make_losses()
+
+
+def parse_args():
+    import argparse
+    p = argparse.ArgumentParser(description="Regenerate the parity fixtures of ldm-train (see the module docstring).")
+    p.add_argument("--only", choices=["schedulers"],
+                   help="regenerate only this section and leave every other fixture file untouched")
+    return p.parse_args()
+
+
+def main() -> None:
+    global VERSIONS
+    args = parse_args()
+    VERSIONS = versions()
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"writing parity fixtures to {OUT.relative_to(ROOT)} ({VERSIONS})")
+    if args.only is None:
+        make_networks_and_losses()
+    print("(g) schedulers")
+    make_schedulers()
     total = sum(
         p.stat().st_size for p in OUT.rglob("*") if p.is_file() and p.suffix != ".ckpt"
     )
