@@ -1,8 +1,9 @@
 //! Networks of ldm-train, generic over the burn backend: the KL and VQ
 //! autoencoders (encoder, decoder, Gaussian posterior, vector quantizer), the
 //! PatchGAN discriminator, LPIPS, the FID Inception-v3, the diffusion UNet
-//! and its conditioners (class embedding, text transformer, pretrained BERT),
-//! and their shared blocks. Parameter paths are the reference checkpoint keys.
+//! and its conditioners (class embedding, text transformer, pretrained BERT
+//! and CLIP text encoders), and their shared blocks. Parameter paths are the
+//! reference checkpoint keys.
 
 pub mod attention;
 pub mod autoencoder;

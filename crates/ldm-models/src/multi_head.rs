@@ -37,6 +37,32 @@ pub fn multi_head_attention<B: Backend>(
     heads: usize,
     key_mask: Option<Tensor<B, 2, Bool>>,
 ) -> Tensor<B, 3> {
+    attend(q, k, v, heads, key_mask, false)
+}
+
+/// [`multi_head_attention`] where query `i` also sees only keys `0..=i`
+/// (a decoder's self-attention, e.g. CLIP's text encoder): a later key gets
+/// exactly zero weight, so no position depends on the tokens after it.
+/// Meant for self-attention (`Tk = Tq`); with `Tk > Tq` burn aligns the
+/// triangle at the last key.
+pub fn causal_multi_head_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    heads: usize,
+    key_mask: Option<Tensor<B, 2, Bool>>,
+) -> Tensor<B, 3> {
+    attend(q, k, v, heads, key_mask, true)
+}
+
+fn attend<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    heads: usize,
+    key_mask: Option<Tensor<B, 2, Bool>>,
+    is_causal: bool,
+) -> Tensor<B, 3> {
     let [b, tq, _] = q.dims();
     let tk = k.dims()[1];
     // burn's mask is the opposite convention (`true` = masked out) and, on
@@ -46,13 +72,19 @@ pub fn multi_head_attention<B: Backend>(
             .reshape([b, 1, 1, tk])
             .expand([b, heads, tq, tk])
     });
+    // burn's own causal flag rather than a triangle in `mask`: the fused
+    // kernels skip the masked blocks instead of computing and discarding them.
+    let options = AttentionModuleOptions {
+        is_causal,
+        ..Default::default()
+    };
     let out = attention(
         split_heads(q, heads),
         split_heads(k, heads),
         split_heads(v, heads),
         mask,
         None,
-        AttentionModuleOptions::default(),
+        options,
     );
     merge_heads(out)
 }
@@ -66,13 +98,22 @@ mod tests {
     type B = Flex;
 
     /// The textbook formula with explicit loops over heads, masking by
-    /// leaving keys out of the softmax altogether.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 4], keep: &[bool]) -> Vec<f32> {
+    /// leaving keys out of the softmax altogether: query `i` sees key `j`
+    /// when `keep[j]` and, if `causal`, `j <= i`.
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dims: [usize; 4],
+        keep: &[bool],
+        causal: bool,
+    ) -> Vec<f32> {
         let [tq, tk, heads, d] = dims;
         let inner = heads * d;
         let mut out = vec![0.0f32; tq * inner];
         for h in 0..heads {
             for i in 0..tq {
+                let sees = |j: usize| keep[j] && (!causal || j <= i);
                 let scores: Vec<f64> = (0..tk)
                     .map(|j| {
                         let dot: f64 = (0..d)
@@ -82,12 +123,12 @@ mod tests {
                     })
                     .collect();
                 let max = (0..tk)
-                    .filter(|&j| keep[j])
+                    .filter(|&j| sees(j))
                     .map(|j| scores[j])
                     .fold(f64::MIN, f64::max);
                 let w: Vec<f64> = (0..tk)
                     .map(|j| {
-                        if keep[j] {
+                        if sees(j) {
                             (scores[j] - max).exp()
                         } else {
                             0.0
@@ -122,7 +163,14 @@ mod tests {
                 .to_vec()
                 .unwrap();
         let vals = |t: &Tensor<B, 3>| t.to_data().to_vec::<f32>().unwrap();
-        let want = naive(&vals(&q), &vals(&k), &vals(&v), [tq, tk, heads, d], &keep);
+        let want = naive(
+            &vals(&q),
+            &vals(&k),
+            &vals(&v),
+            [tq, tk, heads, d],
+            &keep,
+            false,
+        );
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
@@ -143,9 +191,78 @@ mod tests {
             .into_data()
             .to_vec()
             .unwrap();
-        let want = naive(&vals(&q), &vals(&k), &vals(&v), [tq, tk, heads, d], &all);
+        let want = naive(
+            &vals(&q),
+            &vals(&k),
+            &vals(&v),
+            [tq, tk, heads, d],
+            &all,
+            false,
+        );
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn causal_rows_see_only_earlier_keys() {
+        let dev = Default::default();
+        let (t, heads, d) = (5, 2, 4);
+        let rnd =
+            || Tensor::<B, 3>::random([1, t, heads * d], Distribution::Normal(0.0, 1.0), &dev);
+        let (q, k, v) = (rnd(), rnd(), rnd());
+        let vals = |t: &Tensor<B, 3>| t.to_data().to_vec::<f32>().unwrap();
+        let keep = [true, true, false, true, true];
+        let reference = |causal| {
+            naive(
+                &vals(&q),
+                &vals(&k),
+                &vals(&v),
+                [t, t, heads, d],
+                &keep,
+                causal,
+            )
+        };
+        let want = reference(true);
+        assert!(
+            max_diff(&want, &reference(false)) > 1e-2,
+            "the triangle must matter here"
+        );
+        let mask = || TensorData::new(keep.to_vec(), [1, t]);
+        let got: Vec<f32> = causal_multi_head_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            heads,
+            Some(Tensor::from_data(mask(), &dev)),
+        )
+        .into_data()
+        .to_vec()
+        .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "{got:?} vs {want:?}");
+        // The autodiff backend builds the triangle itself (burn's fallback).
+        type Ad = burn::backend::Autodiff<Flex>;
+        let ad = |t: &Tensor<B, 3>| Tensor::<Ad, 3>::from_data(t.to_data(), &dev);
+        let got: Vec<f32> = causal_multi_head_attention(
+            ad(&q),
+            ad(&k),
+            ad(&v),
+            heads,
+            Some(Tensor::from_data(mask(), &dev)),
+        )
+        .into_data()
+        .to_vec()
+        .unwrap();
+        assert!(
+            max_diff(&got, &want) < 1e-5,
+            "autodiff: {got:?} vs {want:?}"
+        );
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 }

