@@ -18,6 +18,10 @@ there). The Rust tests read these files; CI never runs Python.
                                    DDPM / DDIM / PLMS / DPM-Solver++(2M) steps on fixed
                                    model outputs; read by crates/ldm-diffusion/tests/
                                    scheduler_parity.rs
+    diffusers_unet_<name>/         UNet2DConditionModel.save_pretrained, for <name> in
+                                   xattn and class (section (h))
+    unet_<name>_io.safetensors     its inputs, output and gradients; read by
+                                   tests/unet_parity.rs
 
 Conventions: every tensor is float32 (schedulers.safetensors stores its
 timesteps as int64). Names are `input.*`, `output.*`,
@@ -41,6 +45,8 @@ Usage:
     ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py
     # only schedulers.safetensors (section (g)); every other file stays as it is:
     ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only schedulers
+    # only the UNet fixtures (section (h)):
+    ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only unet
 """
 
 from __future__ import annotations
@@ -70,9 +76,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "crates" / "ldm-train" / "tests" / "fixtures" / "parity"
 CACHE = Path(os.environ.get("LDM_TRAIN_CACHE", Path.home() / ".cache" / "ldm-train"))
 LPIPS_WEIGHTS = CACHE / "weights" / "lpips_vgg16.safetensors"
-SIZE_LIMIT = 4_000_000  # bytes, "< 4 MB" for what this script writes
-# (make_ckpt_fixture.py adds a ~1 MB .ckpt beside them; every fixture of the
-# repository together stays under 5 MB.)
+SIZE_LIMIT = 4_000_000  # bytes, "< 4 MB" for what sections (a)-(g) write
+# (make_ckpt_fixture.py adds a ~1 MB .ckpt beside them, not counted here.)
+# Section (h) has its own budget: with GroupNorm32 no UNet is smaller than
+# ~0.6 MB (see UNET_CONFIGS); its files are not counted in SIZE_LIMIT.
+UNET_SIZE_LIMIT = 2_500_000
 SEED = 20251126
 
 torch.set_num_threads(1)  # reproducible reductions
@@ -1446,6 +1454,224 @@ def make_schedulers() -> None:
     save_fixture(OUT / "schedulers.safetensors", tensors, cfg, int64_ok=True)
 
 
+# ---- (h) UNet2DConditionModel -----------------------------------------------
+# Two small random UNets in the layouts our UNet implements (the LDM
+# openaimodel one), read by tests/unet_parity.rs through the UNet rename table
+# (crates/ldm-train/src/interop/unet_key_map.rs). GroupNorm has 32 groups in
+# our UNet (GroupNorm32), so every width is 32 and the nets stay ~1.4 MB and
+# ~0.9 MB: the smallest that still carry what each one tests (any UNet with a
+# 64-wide level, the next width GroupNorm32 allows, takes ~3 MB).
+
+UNET_CONFIGS = {
+    # SD 1.x-like: 1×1 conv proj_in/proj_out, attention at level 1 only (so
+    # level 0 has none), 4 heads of 8, a 7-token context, resampling between
+    # the two levels, a 6×10 latent whose lowest level is 3×5.
+    "xattn": dict(
+        kwargs=dict(
+            sample_size=8, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 32), layers_per_block=1,
+            attention_head_dim=4, cross_attention_dim=24, norm_num_groups=32,
+        ),
+        offset=200,
+        shapes=dict(sample=(2, 4, 6, 10), context=(2, 7, 24)),
+        timesteps=[17.0, 803.0],
+        grad_keys=[
+            "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+            "up_blocks.0.attentions.1.proj_out.weight",
+            "up_blocks.1.resnets.1.conv_shortcut.weight",
+        ],
+        # GroupNorm(32) over 32 channels normalizes each channel on its own, so
+        # the per-channel time embedding a default ResBlock adds before norm2
+        # cancels exactly: this net's output does not depend on the timesteps
+        # (checked below). "class" carries the time path (scale-shift applies
+        # it after the norm); a 64-wide level would lift this but costs >3 MB.
+        time_inert=True,
+    ),
+    # SD 2.x-like transformer (Linear proj_in/proj_out, upcast_attention) of
+    # depth 2 with 2 heads of 16, in a one-level UNet (attention only in the
+    # middle; no resampling, so an odd 5×7 latent), plus what the `adm` path
+    # has: a class-label table added to the time embedding, and scale-shift
+    # ResBlocks. 5 input channels (latent + a concatenated condition), 3 out.
+    "class": dict(
+        kwargs=dict(
+            sample_size=7, in_channels=5, out_channels=3,
+            down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",),
+            block_out_channels=(32,), layers_per_block=1,
+            attention_head_dim=[2], transformer_layers_per_block=2, cross_attention_dim=16,
+            use_linear_projection=True, upcast_attention=True, num_class_embeds=5,
+            resnet_time_scale_shift="scale_shift", norm_num_groups=32,
+        ),
+        offset=210,
+        shapes=dict(sample=(2, 5, 5, 7), context=(2, 3, 16)),
+        timesteps=[981.0, 3.0],
+        class_labels=[3, 0],
+        grad_keys=[
+            "class_embedding.weight",
+            "mid_block.attentions.0.proj_in.weight",
+            "mid_block.attentions.0.transformer_blocks.1.norm3.weight",
+        ],
+    ),
+}
+
+UNET_FACTS = {
+    "timestep": "time_proj: [cos(t f_i), sin(t f_i)], f_i = exp(-ln(10000) i / half), half = block_out_channels[0] / 2 "
+                "(flip_sin_to_cos, freq_shift 0); time_embedding: linear_1 -> silu -> linear_2; class_embedding(label) "
+                "added to it",
+    "resnet": "h = conv1(silu(norm1(x))) + time_emb_proj(silu(emb)) (default); scale_shift: time_emb_proj gives 2C, "
+              "(scale, shift) = chunk(2), h = norm2(h) * (1 + scale) + shift; then conv2(dropout(silu(.))); out = "
+              "(conv_shortcut(x) if C_in != C_out else x) + h. GroupNorm(32, eps 1e-5)",
+    "transformer": "Transformer2DModel: GroupNorm(32, eps 1e-6) -> proj_in (1x1 conv, or Linear over tokens with "
+                   "use_linear_projection) -> depth x BasicTransformerBlock [x + attn1(norm1 x); x + attn2(norm2 x, "
+                   "context); x + ff(norm3 x)], LayerNorm eps 1e-5, q/k/v bias-free, scale dim_head^-0.5, ff = GEGLU "
+                   "(proj to 2 * 4C, a * gelu(b), exact gelu) -> Linear -> proj_out, + x",
+    "resampling": "Downsample2D: conv3x3 stride 2 padding 1; Upsample2D: nearest x2 then conv3x3",
+    "skips": "conv_in output and every resnet/attention/downsampler output of the down blocks, popped in reverse, "
+             "concatenated after the hidden state (cat([h, skip], 1)) before each up-block resnet",
+}
+
+
+def exact_time_proj(m: nn.Module) -> None:
+    """Replace m.time_proj by the same formula in float64.
+
+    diffusers' get_timestep_embedding computes in float32 whatever the model
+    dtype (its arange is float32 and it calls timesteps.float()), which moves
+    cos/sin by up to |t|·2^-24; the reference here is the exact float64 value."""
+    old = m.time_proj
+    half = old.num_channels // 2
+    if (not old.flip_sin_to_cos) or old.downscale_freq_shift != 0 or old.num_channels % 2:
+        die("exact_time_proj: only flip_sin_to_cos=True, freq_shift=0, even width")
+
+    class ExactTimesteps(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+            args = t.double()[:, None] * freqs[None, :]
+            return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    probe = torch.tensor([0.0, 1.0, 999.0])
+    diff = (ExactTimesteps()(probe) - old(probe).double()).abs().max().item()
+    if diff > 1e3 * 2.0 ** -24:
+        die(f"exact_time_proj: differs from diffusers' float32 embedding by {diff}")
+    m.time_proj = ExactTimesteps()
+
+
+def unet_run(m, inputs: dict) -> torch.Tensor:
+    """Forward of UNet2DConditionModel on `inputs` (which may require grad)."""
+    return m(inputs["sample"], inputs["timesteps"], encoder_hidden_states=inputs["context"],
+             class_labels=inputs.get("class_labels")).sample
+
+
+def unet_backward(m, inputs: dict, probe: torch.Tensor, grad_keys: list) -> tuple:
+    """Output, then d/d(sample, context, weights) of L = sum(output * probe)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items() if k in ("sample", "context")}
+    m.zero_grad(set_to_none=True)
+    out = unet_run(m, {**inputs, **leaves})
+    (out * probe.to(out.dtype)).sum().backward()
+    params = dict(m.named_parameters())
+    grads = {f"grad.{k}": leaves[k].grad for k in ("sample", "context")}
+    grads.update({f"grad.{k}": params[k].grad for k in grad_keys})
+    return out.detach(), grads
+
+
+def rel_drift(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def make_unet(name: str, spec: dict) -> int:
+    from diffusers import UNet2DConditionModel
+    off = spec["offset"]
+    torch.manual_seed(SEED + off)
+    default = UNet2DConditionModel(**spec["kwargs"]).eval()
+    model = copy.deepcopy(default)
+    perturb_(model, gen(off + 1))
+    assert_all_changed(model, default)
+    folder = OUT / f"diffusers_unet_{name}"
+    save_pretrained_clean(model, folder)
+    m = reload_f64(UNet2DConditionModel, folder, model)
+    m32 = copy.deepcopy(model).eval()  # diffusers' own float32 evaluation, for the drift figures
+    exact_time_proj(m)
+
+    g = gen(off + 2)
+    shapes = spec["shapes"]
+    inputs = {
+        "sample": randn(g, *shapes["sample"]),
+        "timesteps": torch.tensor(spec["timesteps"], dtype=torch.float32),
+        "context": randn(g, *shapes["context"]),
+    }
+    if "class_labels" in spec:
+        inputs["class_labels"] = torch.tensor(spec["class_labels"], dtype=torch.int64)
+    f64 = {k: (v.double() if v.is_floating_point() else v) for k, v in inputs.items()}
+    with torch.no_grad():
+        out = unet_run(m, f64)
+    probe = randn(g, *out.shape)
+    out_g, grads = unet_backward(m, f64, probe, spec["grad_keys"])
+    if not torch.allclose(out_g, out, rtol=0, atol=1e-12):
+        die(f"unet {name}: forward with and without autograd differ")
+    for k, v in grads.items():
+        if v.abs().max().item() < 1e-3:
+            die(f"unet {name}: {k} is ~0 (max {v.abs().max().item():.1e}); a test against it could not fail")
+    with torch.no_grad():
+        other_t = unet_run(m, {**f64, "timesteps": f64["timesteps"].flip(0) + 100.0})
+    t_effect = (other_t - out).abs().max().item()
+    if spec.get("time_inert", False) != (t_effect < 1e-9 * out.abs().max().item()):
+        die(f"unet {name}: timesteps change the output by {t_effect:.1e}, against time_inert")
+    out32, grads32 = unet_backward(m32, inputs, probe, spec["grad_keys"])
+    drift = {"output.sample": rel_drift(out32, out)}
+    drift.update({k: rel_drift(grads32[k], v) for k, v in grads.items()})
+
+    tensors = {f"input.{k}": (v.float() if k == "class_labels" else v) for k, v in inputs.items()}
+    tensors.update({"input.probe": probe, "output.sample": out, **grads})
+    cfg = {
+        "fixture": f"unet_{name}_io",
+        "model": "diffusers.UNet2DConditionModel",
+        "model_dir": folder.name,
+        "diffusers_config": jsonable_config(m.config),
+        "compute": "float64 forward and backward on the float32 weights of the folder (upcast exactly), eval mode, "
+                   "inputs float32 upcast, results rounded to float32. time_proj replaced by the same formula in "
+                   "float64 (diffusers computes it in float32 whatever the model dtype)",
+        "float32_drift": {
+            "what": "max |diffusers float32 evaluation - stored reference| / max |reference|, per tensor: a guide for "
+                    "float32 tolerances",
+            **drift,
+        },
+        "architecture": UNET_FACTS,
+        "timestep_effect": {
+            "max |output(other timesteps) - output|": t_effect,
+            "note": "0 up to rounding when every ResBlock is default (not scale_shift) and 32 channels wide: "
+                    "GroupNorm(32) then normalizes each channel alone and removes the per-channel time embedding "
+                    "added before norm2" if spec.get("time_inert") else "the timesteps matter",
+        },
+        "tensors": {
+            "input.sample": f"{list(shapes['sample'])} N(0, 1) noisy latent",
+            "input.timesteps": "[2] one timestep per sample (float, integer-valued)",
+            "input.context": f"{list(shapes['context'])} N(0, 1) encoder_hidden_states",
+            "input.class_labels": "[2] class indices stored as float (only with num_class_embeds)",
+            "input.probe": "N(0, 1), the shape of output.sample",
+            "output.sample": "UNet2DConditionModel(sample, timesteps, encoder_hidden_states=context, class_labels).sample",
+            "grad.sample / grad.context": "dL/d input, L = sum(output.sample * probe)",
+            "grad.<diffusers key>": "dL/dW in diffusers' layout (Linear [out, in]) for: " + ", ".join(spec["grad_keys"]),
+        },
+    }
+    save_fixture(OUT / f"unet_{name}_io.safetensors", tensors, cfg)
+    print(f"  float32 drift of diffusers itself: {json.dumps({k: f'{v:.1e}' for k, v in drift.items()})}")
+    files = [OUT / f"unet_{name}_io.safetensors", *folder.iterdir()]
+    return sum(p.stat().st_size for p in files)
+
+
+def is_unet_fixture(p: Path) -> bool:
+    """Whether `p` is one of section (h)'s files (they have their own budget)."""
+    rel = p.relative_to(OUT).parts
+    return rel[0].startswith(("diffusers_unet_", "unet_"))
+
+
+def make_unets() -> None:
+    total = sum(make_unet(name, spec) for name, spec in UNET_CONFIGS.items())
+    print(f"  (h) takes {total} bytes")
+    if total >= UNET_SIZE_LIMIT:
+        die(f"the UNet fixtures take {total} bytes, over their {UNET_SIZE_LIMIT}-byte budget")
+
+
 def make_networks_and_losses() -> None:
     """Sections (a)-(f), always regenerated together."""
     print("(a) AutoencoderKL")
@@ -1467,7 +1693,7 @@ def make_networks_and_losses() -> None:
 def parse_args():
     import argparse
     p = argparse.ArgumentParser(description="Regenerate the parity fixtures of ldm-train (see the module docstring).")
-    p.add_argument("--only", choices=["schedulers"],
+    p.add_argument("--only", choices=["schedulers", "unet"],
                    help="regenerate only this section and leave every other fixture file untouched")
     return p.parse_args()
 
@@ -1480,10 +1706,15 @@ def main() -> None:
     print(f"writing parity fixtures to {OUT.relative_to(ROOT)} ({VERSIONS})")
     if args.only is None:
         make_networks_and_losses()
-    print("(g) schedulers")
-    make_schedulers()
+    if args.only in (None, "schedulers"):
+        print("(g) schedulers")
+        make_schedulers()
+    if args.only in (None, "unet"):
+        print("(h) UNet2DConditionModel")
+        make_unets()
     total = sum(
-        p.stat().st_size for p in OUT.rglob("*") if p.is_file() and p.suffix != ".ckpt"
+        p.stat().st_size for p in OUT.rglob("*")
+        if p.is_file() and p.suffix != ".ckpt" and not is_unet_fixture(p)
     )
     print(f"total size of {OUT.relative_to(ROOT)}: {total} bytes")
     if total >= SIZE_LIMIT:

@@ -1,13 +1,15 @@
 //! The architecture of an import: our `[model]` from a diffusers
 //! `config.json` ([`config_from_diffusers`]) or from the tensor shapes of a
-//! CompVis / Stable Diffusion first stage ([`config_from_ldm_shapes`]).
+//! CompVis / Stable Diffusion first stage ([`config_from_ldm_shapes`]), and
+//! our UNet from a diffusers `UNet2DConditionModel` `config.json`
+//! ([`unet_config_from_diffusers`]).
 //! Used by [`crate::interop::import`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::TensorData;
-use ldm_models::{AttnType, AutoencoderConfig, Regularizer};
+use ldm_models::{AttnType, AutoencoderConfig, Regularizer, UNetConfig};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- diffusers
@@ -201,6 +203,281 @@ fn validated(
     }
 }
 
+// ---------------------------------------------------------------- diffusers UNet
+
+/// A diffusers `UNet2DConditionModel` as our UNet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiffusersUnet {
+    /// The architecture.
+    pub unet: UNetConfig,
+    /// `use_linear_projection`: `proj_in`/`proj_out` are `Linear` there,
+    /// 1×1 convs here (the same map; only the weight layout differs).
+    pub linear_projection: bool,
+}
+
+/// Settings we implement only at one value (or a few), with why; a config
+/// without the key has diffusers' default, which is always accepted.
+#[rustfmt::skip]
+const UNET_FIXED: &[(&str, &[&str], &str)] = &[
+    ("center_input_sample", &["false"], "ours feeds the sample as is"),
+    ("flip_sin_to_cos", &["true"], "our timestep embedding puts cosines first"),
+    ("freq_shift", &["0"], "our frequencies are 10000^(-i/half)"),
+    ("mid_block_type", &["\"UNetMidBlock2DCrossAttn\""], "our middle block is ResBlock → transformer → ResBlock"),
+    ("only_cross_attention", &["false"], "attn1 is self-attention in ours"),
+    ("mid_block_only_cross_attention", &["null", "false"], "attn1 is self-attention in ours"),
+    ("dual_cross_attention", &["false"], "ours has one context"),
+    ("downsample_padding", &["1"], "our Downsample pads 1 on every side"),
+    ("mid_block_scale_factor", &["1"], "our ResBlocks do not rescale their output"),
+    ("resnet_out_scale_factor", &["1"], "our ResBlocks do not rescale their output"),
+    ("resnet_skip_time_act", &["false"], "our ResBlocks apply SiLU to the embedding"),
+    ("dropout", &["0"], "our dropout also acts inside the transformers; set it in our config after import"),
+    ("act_fn", &["\"silu\""], "our UNet uses SiLU"),
+    ("norm_num_groups", &["32"], "our UNet's GroupNorm has 32 groups (GroupNorm32)"),
+    ("norm_eps", &["1e-5"], "our UNet's GroupNorm eps is 1e-5"),
+    ("time_embedding_type", &["\"positional\""], "ours is the sinusoidal embedding"),
+    ("time_embedding_act_fn", &["null"], "our embedding MLP ends in a Linear"),
+    ("timestep_post_act", &["null"], "our embedding MLP ends in a Linear"),
+    ("time_cond_proj_dim", &["null"], "ours has no timestep condition projection"),
+    ("conv_in_kernel", &["3"], "our input conv is 3×3"),
+    ("conv_out_kernel", &["3"], "our output conv is 3×3"),
+    ("encoder_hid_dim", &["null"], "ours feeds the context to cross-attention unprojected"),
+    ("encoder_hid_dim_type", &["null"], "ours feeds the context to cross-attention unprojected"),
+    ("class_embed_type", &["null"], "ours has only the label table (num_class_embeds)"),
+    ("class_embeddings_concat", &["false"], "ours adds the class embedding to the time embedding"),
+    ("addition_embed_type", &["null"], "ours has no added text/time embeddings"),
+    ("attention_type", &["\"default\""], "ours has no gated (GLIGEN) attention"),
+    ("cross_attention_norm", &["null"], "ours does not normalize the context"),
+    ("reverse_transformer_layers_per_block", &["null"], "ours has one transformer depth"),
+];
+
+/// Whether two JSON values are equal, numbers compared by value (1 = 1.0).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Fails on the first [`UNET_FIXED`] setting with a value we do not implement.
+fn check_fixed(cfg: &Value, file: &str) -> Result<()> {
+    for (key, ok, why) in UNET_FIXED {
+        let Some(v) = cfg.get(*key) else { continue };
+        let accepted = ok.iter().any(|o| {
+            let o: Value = serde_json::from_str(o).expect("valid JSON literal");
+            same_json(v, &o)
+        });
+        if !accepted {
+            bail!("{file}: `{key}` = {v} is not supported ({why})");
+        }
+    }
+    Ok(())
+}
+
+/// The integers of list `a` (the value of `key`).
+fn usizes(a: &[Value], key: &str, file: &str) -> Result<Vec<usize>> {
+    a.iter()
+        .map(|v| {
+            v.as_u64().map(|n| n as usize).with_context(|| {
+                format!("{file}: `{key}` holds {v}, not a non-negative integer (per-block lists are not supported)")
+            })
+        })
+        .collect()
+}
+
+/// An integer key given once for all levels or as a list of one per level.
+fn per_level(
+    cfg: &Value,
+    key: &str,
+    default: usize,
+    levels: usize,
+    file: &str,
+) -> Result<Vec<usize>> {
+    match cfg.get(key) {
+        Some(Value::Array(a)) if a.len() != levels => {
+            bail!(
+                "{file}: `{key}` has {} entries for {levels} levels",
+                a.len()
+            )
+        }
+        Some(Value::Array(a)) => usizes(a, key, file),
+        _ => Ok(vec![json_usize(cfg, key, default, file)?; levels]),
+    }
+}
+
+/// The one value `values` has at `levels` (ours has one per UNet).
+fn uniform(values: &[usize], levels: &[usize], key: &str, file: &str) -> Result<usize> {
+    let picked: BTreeSet<usize> = levels.iter().map(|&l| values[l]).collect();
+    match picked.len() {
+        1 => Ok(*picked.iter().next().expect("one")),
+        _ => bail!(
+            "{file}: `{key}` = {values:?} differs between levels {levels:?} (ours has one value per UNet)"
+        ),
+    }
+}
+
+/// `(num_heads, num_head_channels)` from diffusers' heads per level (its
+/// `attention_head_dim` is a head *count*, a naming slip it keeps): one
+/// count everywhere, or one width per head everywhere.
+fn unet_heads(
+    heads: &[usize],
+    widths: &[usize],
+    levels: &[usize],
+    file: &str,
+) -> Result<(Option<usize>, Option<usize>)> {
+    // Ours splits every level's width (with attention or not) the same way.
+    let splits_all = |n: usize| n > 0 && widths.iter().all(|w| w % n == 0);
+    match uniform(heads, levels, "attention_head_dim", file) {
+        Ok(h) if splits_all(h) => return Ok((Some(h), None)),
+        _ => {}
+    }
+    let dims: Vec<usize> = widths
+        .iter()
+        .zip(heads)
+        .map(|(&w, &h)| if h > 0 && w % h == 0 { w / h } else { 0 })
+        .collect();
+    match uniform(&dims, levels, "attention_head_dim", file) {
+        Ok(d) if splits_all(d) => Ok((None, Some(d))),
+        _ => bail!(
+            "{file}: `attention_head_dim` = {heads:?} (heads per level) for block_out_channels {widths:?} is \
+             neither one head count nor one head width at the attention levels {levels:?}"
+        ),
+    }
+}
+
+/// The levels with attention: where `down_block_types` has
+/// `CrossAttnDownBlock2D`, which `up_block_types` must mirror.
+fn unet_attention_levels(cfg: &Value, levels: usize, file: &str) -> Result<Vec<usize>> {
+    const DOWN: [&str; 2] = ["DownBlock2D", "CrossAttnDownBlock2D"];
+    const UP: [&str; 2] = ["UpBlock2D", "CrossAttnUpBlock2D"];
+    // diffusers' defaults (Stable Diffusion's layout).
+    let down = json_strs(
+        cfg,
+        "down_block_types",
+        &[DOWN[1], DOWN[1], DOWN[1], DOWN[0]],
+        file,
+    )?;
+    let up = json_strs(cfg, "up_block_types", &[UP[0], UP[1], UP[1], UP[1]], file)?;
+    if down.len() != levels || up.len() != levels {
+        bail!(
+            "{file}: {} down and {} up block types for {levels} block_out_channels",
+            down.len(),
+            up.len()
+        );
+    }
+    let attn = attention_levels(&down, DOWN[0], DOWN[1], "down_block_types", file)?;
+    // up_blocks.k is level L−1−k.
+    let mut up_attn: Vec<usize> = attention_levels(&up, UP[0], UP[1], "up_block_types", file)?
+        .into_iter()
+        .map(|k| levels - 1 - k)
+        .collect();
+    up_attn.sort_unstable();
+    if attn != up_attn {
+        bail!(
+            "{file}: `up_block_types` put attention at levels {up_attn:?} but `down_block_types` at {attn:?} \
+             (ours places both through one attention_resolutions list)"
+        );
+    }
+    Ok(attn)
+}
+
+/// Whether the ResBlocks apply the time embedding as scale and shift; the
+/// embedding itself must be ours (4 · `model_channels` wide).
+fn unet_time_scale_shift(cfg: &Value, mc: usize, file: &str) -> Result<bool> {
+    let time_dim = json_usize(cfg, "time_embedding_dim", 4 * mc, file)?;
+    if time_dim != 4 * mc {
+        bail!(
+            "{file}: `time_embedding_dim` = {time_dim} (ours is 4 · block_out_channels[0] = {})",
+            4 * mc
+        );
+    }
+    match cfg.get("resnet_time_scale_shift").and_then(Value::as_str) {
+        None | Some("default") => Ok(false),
+        Some("scale_shift") => Ok(true),
+        Some(other) => bail!(
+            "{file}: `resnet_time_scale_shift` = \"{other}\" (ours adds the embedding or applies it as \
+             scale and shift)"
+        ),
+    }
+}
+
+/// Our UNet for a diffusers `UNet2DConditionModel` `config.json` (defaults
+/// = diffusers' constructor defaults). Every setting we do not implement is a
+/// one-line error naming its key. `upcast_attention` is accepted: it only
+/// moves fp16 softmaxes to f32, and ours runs in f32.
+pub fn unet_config_from_diffusers(cfg: &Value, file: &str) -> Result<DiffusersUnet> {
+    let class = cfg.get("_class_name").and_then(Value::as_str).unwrap_or("");
+    if class != "UNet2DConditionModel" {
+        bail!("{file}: `_class_name` is \"{class}\"; only UNet2DConditionModel maps onto our UNet");
+    }
+    if !matches!(cfg.get("num_attention_heads"), None | Some(Value::Null)) {
+        bail!("{file}: `num_attention_heads` is set; UNet2DConditionModel itself refuses it (heads come from attention_head_dim)");
+    }
+    check_fixed(cfg, file)?;
+    let boc = match cfg.get("block_out_channels") {
+        None | Some(Value::Null) => vec![320, 640, 1280, 1280],
+        Some(Value::Array(a)) => usizes(a, "block_out_channels", file)?,
+        Some(v) => bail!("{file}: `block_out_channels` = {v} is not a list"),
+    };
+    let mc = boc.first().copied().unwrap_or(0);
+    if mc == 0 || boc.iter().any(|c| c % mc != 0) {
+        bail!(
+            "{file}: `block_out_channels` = {boc:?} is not model_channels · channel_mult (every level a \
+             multiple of the first, which conv_in outputs)"
+        );
+    }
+    let levels = boc.len();
+    let attn = unet_attention_levels(cfg, levels, file)?;
+    // The middle block's transformer takes the last level's settings.
+    let mut attentive = attn.clone();
+    attentive.push(levels - 1);
+    let depth = per_level(cfg, "transformer_layers_per_block", 1, levels, file)?;
+    let context = per_level(cfg, "cross_attention_dim", 1280, levels, file)?;
+    let heads = per_level(cfg, "attention_head_dim", 8, levels, file)?;
+    let (num_heads, num_head_channels) = unet_heads(&heads, &boc, &attentive, file)?;
+    let scale_shift = unet_time_scale_shift(cfg, mc, file)?;
+    let unet = UNetConfig {
+        image_size: match cfg.get("sample_size") {
+            Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => {
+                a[0].as_u64().map(|n| n as usize)
+            }
+            Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
+            _ => None,
+        },
+        in_channels: json_usize(cfg, "in_channels", 4, file)?,
+        out_channels: json_usize(cfg, "out_channels", 4, file)?,
+        model_channels: mc,
+        num_res_blocks: uniform(
+            &per_level(cfg, "layers_per_block", 2, levels, file)?,
+            &(0..levels).collect::<Vec<_>>(),
+            "layers_per_block",
+            file,
+        )?,
+        attention_resolutions: attn.iter().map(|l| 1 << l).collect(),
+        dropout: 0.0,
+        channel_mult: boc.iter().map(|c| c / mc).collect(),
+        num_heads,
+        num_head_channels,
+        use_spatial_transformer: true,
+        transformer_depth: uniform(&depth, &attentive, "transformer_layers_per_block", file)?,
+        context_dim: Some(uniform(&context, &attentive, "cross_attention_dim", file)?),
+        use_scale_shift_norm: scale_shift,
+        num_classes: match json_usize(cfg, "num_class_embeds", 0, file)? {
+            0 => None,
+            n => Some(n),
+        },
+    };
+    unet.validate()
+        .map_err(|why| anyhow::anyhow!("{file}: the derived UNet is invalid: {why}"))?;
+    let linear_projection = cfg
+        .get("use_linear_projection")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(DiffusersUnet {
+        unet,
+        linear_projection,
+    })
+}
+
 // ---------------------------------------------------------------- ldm
 
 /// Sorted distinct integers `N` of keys `{prefix}N.…`.
@@ -313,4 +590,140 @@ pub fn config_from_ldm_shapes(
         " (ldm's GroupNorm has 32 groups; pass --norm-groups N for weights trained with another count)",
     );
     validated(model, file, hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The UNet entries of Stable Diffusion 1.x's `unet/config.json`.
+    fn sd1() -> Value {
+        json!({
+            "_class_name": "UNet2DConditionModel",
+            "act_fn": "silu",
+            "attention_head_dim": 8,
+            "block_out_channels": [320, 640, 1280, 1280],
+            "center_input_sample": false,
+            "cross_attention_dim": 768,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "downsample_padding": 1,
+            "flip_sin_to_cos": true,
+            "freq_shift": 0,
+            "in_channels": 4,
+            "layers_per_block": 2,
+            "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05,
+            "norm_num_groups": 32,
+            "out_channels": 4,
+            "sample_size": 64,
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+        })
+    }
+
+    #[test]
+    fn stable_diffusion_1_is_the_ldm_txt2img_unet() {
+        let d = unet_config_from_diffusers(&sd1(), "c.json").unwrap();
+        let u = &d.unet;
+        assert_eq!(
+            (
+                u.model_channels,
+                &u.channel_mult,
+                u.num_res_blocks,
+                &u.attention_resolutions
+            ),
+            (320, &vec![1, 2, 4, 4], 2, &vec![1, 2, 4])
+        );
+        assert_eq!(
+            (u.num_heads, u.num_head_channels, u.context_dim),
+            (Some(8), None, Some(768))
+        );
+        assert_eq!(
+            (u.transformer_depth, u.image_size, u.num_classes),
+            (1, Some(64), None)
+        );
+        assert!(!d.linear_projection && !u.use_scale_shift_norm);
+    }
+
+    #[test]
+    fn stable_diffusion_2_heads_become_a_head_width() {
+        let mut c = sd1();
+        c["attention_head_dim"] = json!([5, 10, 20, 20]);
+        c["cross_attention_dim"] = json!(1024);
+        c["use_linear_projection"] = json!(true);
+        c["upcast_attention"] = json!(true);
+        let d = unet_config_from_diffusers(&c, "c.json").unwrap();
+        assert_eq!(
+            (d.unet.num_heads, d.unet.num_head_channels),
+            (None, Some(64))
+        );
+        assert!(d.linear_projection);
+        // Heads per level that fit neither rule.
+        c["attention_head_dim"] = json!([5, 8, 20, 20]);
+        let err = unet_config_from_diffusers(&c, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.json: `attention_head_dim` = [5, 8, 20, 20]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn per_level_settings_need_one_value_where_attention_is() {
+        let mut c = sd1();
+        // Level 3 has no attention, but the middle block takes the last entry.
+        c["transformer_layers_per_block"] = json!([2, 2, 2, 1]);
+        let err = unet_config_from_diffusers(&c, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`transformer_layers_per_block` = [2, 2, 2, 1] differs"),
+            "{err}"
+        );
+        c["transformer_layers_per_block"] = json!([[1, 2], 2, 2, 2]);
+        let err = unet_config_from_diffusers(&c, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("per-block lists are not supported"), "{err}");
+        c["transformer_layers_per_block"] = json!(2);
+        c["up_block_types"] = json!([
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "UpBlock2D"
+        ]);
+        let err = unet_config_from_diffusers(&c, "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`up_block_types` put attention at levels [1, 2, 3]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unsupported_settings_name_their_key() {
+        for (key, value) in [
+            ("num_attention_heads", json!(8)),
+            ("addition_embed_type", json!("text_time")),
+            ("time_embedding_dim", json!(512)),
+            ("norm_eps", json!(1e-6)),
+            ("_class_name", json!("UNet2DModel")),
+            ("dropout", json!(0.1)),
+        ] {
+            let mut c = sd1();
+            c[key] = value;
+            let err = unet_config_from_diffusers(&c, "c.json")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("c.json: `{key}`")), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let mut c = sd1();
+        c["num_class_embeds"] = json!(1000);
+        c["mid_block_scale_factor"] = json!(1.0);
+        let d = unet_config_from_diffusers(&c, "c.json").unwrap();
+        assert_eq!(d.unet.num_classes, Some(1000));
+    }
 }
