@@ -11,6 +11,7 @@
 //! unexpected key in one error.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use burn::module::Param;
@@ -26,6 +27,39 @@ use crate::tensor_bytes::f32_values;
 /// file and, for a tensor, the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError(pub String);
+
+/// What loading a Hugging Face model folder comes to for every text
+/// encoder: `dir/config.json` parsed by `parse`, `dir/model.safetensors`
+/// (what `save_pretrained` writes) read, then `build` from both. Errors name
+/// the file.
+pub fn load_hf_folder<C, M>(
+    dir: &Path,
+    parse: impl FnOnce(&Path) -> Result<C, LoadError>,
+    build: impl FnOnce(&C, &TorchWeights) -> Result<M, LoadError>,
+) -> Result<M, LoadError> {
+    load_hf_files(
+        &dir.join("config.json"),
+        &dir.join("model.safetensors"),
+        parse,
+        build,
+    )
+}
+
+/// [`load_hf_folder`] from explicitly named files.
+pub fn load_hf_files<C, M>(
+    config: &Path,
+    weights: &Path,
+    parse: impl FnOnce(&Path) -> Result<C, LoadError>,
+    build: impl FnOnce(&C, &TorchWeights) -> Result<M, LoadError>,
+) -> Result<M, LoadError> {
+    let cfg = parse(config)?;
+    let bytes =
+        std::fs::read(weights).map_err(|e| LoadError(format!("{}: {e}", weights.display())))?;
+    build(
+        &cfg,
+        &TorchWeights::parse(&bytes, &weights.display().to_string())?,
+    )
+}
 
 impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layer_norm::LayerNorm;
 use crate::multi_head::multi_head_attention;
-use crate::torch_weights::{LoadError, TorchWeights};
+use crate::torch_weights::{load_hf_files, load_hf_folder, LoadError, TorchWeights};
 
 /// The fields of a Hugging Face BERT `config.json` that shape the encoder;
 /// the file's other fields (dropout, `architectures`, …) are ignored.
@@ -173,11 +173,9 @@ impl<B: Backend> BertModel<B> {
     /// Loads `dir/config.json` and `dir/model.safetensors` (a Hugging Face
     /// BERT folder such as `$LDM_TRAIN_CACHE/text/minilm`), frozen.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        Self::load_files(
-            &dir.join("config.json"),
-            &dir.join("model.safetensors"),
-            device,
-        )
+        load_hf_folder(dir, BertConfig::from_json, |c, w| {
+            Self::from_weights(c, w, device)
+        })
     }
 
     /// [`BertModel::load`] from explicitly named files.
@@ -186,11 +184,9 @@ impl<B: Backend> BertModel<B> {
         weights: &Path,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let cfg = BertConfig::from_json(config)?;
-        let bytes =
-            std::fs::read(weights).map_err(|e| LoadError(format!("{}: {e}", weights.display())))?;
-        let w = TorchWeights::parse(&bytes, &weights.display().to_string())?;
-        Self::from_weights(&cfg, &w, device)
+        load_hf_files(config, weights, BertConfig::from_json, |c, w| {
+            Self::from_weights(c, w, device)
+        })
     }
 
     /// Builds the encoder from Hugging Face `BertModel` keys (`embeddings.*`,

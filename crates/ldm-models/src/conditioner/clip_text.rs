@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::layer_norm::LayerNorm;
 use crate::multi_head::causal_multi_head_attention;
-use crate::torch_weights::{LoadError, TorchWeights};
+use crate::torch_weights::{load_hf_files, load_hf_folder, LoadError, TorchWeights};
 
 /// The key prefix transformers gives the text tower in `CLIPTextModel`,
 /// `CLIPTextModelWithProjection` and `CLIPModel` files.
@@ -351,11 +351,9 @@ impl<B: Backend> ClipTextModel<B> {
     /// transformers' `save_pretrained` writes for `CLIPTextModel`,
     /// `CLIPTextModelWithProjection` or `CLIPModel`), frozen.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, LoadError> {
-        Self::load_files(
-            &dir.join("config.json"),
-            &dir.join("model.safetensors"),
-            device,
-        )
+        load_hf_folder(dir, ClipTextConfig::from_json, |c, w| {
+            Self::from_weights(c, w, device)
+        })
     }
 
     /// [`ClipTextModel::load`] from explicitly named files.
@@ -364,11 +362,9 @@ impl<B: Backend> ClipTextModel<B> {
         weights: &Path,
         device: &B::Device,
     ) -> Result<Self, LoadError> {
-        let cfg = ClipTextConfig::from_json(config)?;
-        let bytes =
-            std::fs::read(weights).map_err(|e| LoadError(format!("{}: {e}", weights.display())))?;
-        let w = TorchWeights::parse(&bytes, &weights.display().to_string())?;
-        Self::from_weights(&cfg, &w, device)
+        load_hf_files(config, weights, ClipTextConfig::from_json, |c, w| {
+            Self::from_weights(c, w, device)
+        })
     }
 
     /// Builds the encoder from transformers keys, with or without the
