@@ -266,6 +266,21 @@ pub fn run<B: Backend>(a: RetrievalArgs, device: &B::Device) -> Result<Retrieval
     let mut distinct: Vec<String> = captions.iter().flatten().cloned().collect();
     distinct.sort();
     distinct.dedup();
+    // A kept folder's captions are checked before the minute of features.
+    let kept_prompts = match &a.samples {
+        Some(dir) => {
+            let prompts = read_captions(dir)?;
+            if let Some(c) = prompts.iter().find(|p| !distinct.contains(p)) {
+                bail!(
+                    "{}: caption {c:?} is on no image of --data {}",
+                    dir.join(CAPTIONS_FILE).display(),
+                    a.data.display()
+                );
+            }
+            Some(prompts)
+        }
+        None => None,
+    };
     let net = assets::inception::load::<B>("", device)?;
     let dim = 2048;
 
@@ -283,16 +298,8 @@ pub fn run<B: Backend>(a: RetrievalArgs, device: &B::Device) -> Result<Retrieval
     pb.finish_and_clear();
     let bank = normalised_rows(&bank);
 
-    let (prompts, prompted, empty) = match &a.samples {
-        Some(dir) => {
-            let prompts = read_captions(dir)?;
-            if let Some(c) = prompts.iter().find(|p| !distinct.contains(p)) {
-                bail!(
-                    "{}: caption {c:?} is on no image of --data {}",
-                    dir.join(CAPTIONS_FILE).display(),
-                    a.data.display()
-                );
-            }
+    let (prompts, prompted, empty) = match (&a.samples, kept_prompts) {
+        (Some(dir), Some(prompts)) => {
             let read = |tag: &str| -> Result<Vec<f32>> {
                 let mut out = FeatureSet::new(dim);
                 let sub = dir.join(tag);
@@ -327,7 +334,7 @@ pub fn run<B: Backend>(a: RetrievalArgs, device: &B::Device) -> Result<Retrieval
             let (prompted, empty) = (read(PROMPTED)?, read(EMPTY)?);
             (prompts, prompted, empty)
         }
-        None => {
+        _ => {
             let prompts = pick_captions(&distinct, a.n);
             if let Some(dir) = &a.out {
                 write_captions(dir, &prompts)?;
