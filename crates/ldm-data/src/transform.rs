@@ -96,6 +96,22 @@ pub struct Transform {
 const RESIZE_FILTER: FilterType = FilterType::CatmullRom;
 
 impl Transform {
+    /// The deterministic transform: fit to `size` as `fit` says (border
+    /// `pad_value` for [`Fit::Pad`]), centre crop, no scale augmentation,
+    /// flip or channel shuffle — what evaluation and latent caching use.
+    pub fn fixed(size: u32, fit: Fit, pad_value: u8) -> Self {
+        Self {
+            size,
+            resize: None,
+            resize_max: None,
+            random_crop: false,
+            hflip: false,
+            channel_shuffle: false,
+            fit,
+            pad_value,
+        }
+    }
+
     /// Rejects settings that cannot produce a sample.
     ///
     /// # Errors
@@ -369,16 +385,7 @@ mod tests {
 
     #[test]
     fn center_crop_is_centered_without_resize() {
-        let t = Transform {
-            size: 8,
-            resize: None,
-            resize_max: None,
-            random_crop: false,
-            hflip: false,
-            channel_shuffle: false,
-            fit: Fit::Crop,
-            pad_value: 0,
-        };
+        let t = Transform::fixed(8, Fit::Crop, 0);
         let out = t.apply(&coordinate_image(12, 8), 0);
         assert_eq!(out.len(), 3 * 8 * 8);
         // (12 - 8) / 2 = 2 columns trimmed on each side.
@@ -462,17 +469,8 @@ mod tests {
             1,
             |x, _| if x == 0 { Rgb([0; 3]) } else { Rgb([255; 3]) },
         );
-        let out = Transform {
-            size: 1,
-            resize: None,
-            resize_max: None,
-            random_crop: false,
-            hflip: false,
-            channel_shuffle: false,
-            fit: Fit::Crop,
-            pad_value: 0,
-        }
-        .apply(&RgbImage::from_fn(1, 1, |_, _| Rgb([255, 0, 0])), 0);
+        let out = Transform::fixed(1, Fit::Crop, 0)
+            .apply(&RgbImage::from_fn(1, 1, |_, _| Rgb([255, 0, 0])), 0);
         assert_eq!(out, vec![1.0, -1.0, -1.0]);
         let wide = Transform {
             size: 1,

@@ -432,16 +432,7 @@ fn the_loader_streams_captioned_images_and_captions_follow_indices() {
         shuffle: true,
         drop_last: true,
         repeat: false,
-        transform: Transform {
-            size: 2,
-            resize: None,
-            resize_max: None,
-            random_crop: false,
-            hflip: false,
-            channel_shuffle: false,
-            fit: Fit::Crop,
-            pad_value: 0,
-        },
+        transform: Transform::fixed(2, Fit::Crop, 0),
         prefetch: 2,
         cache_mb: 0,
     };

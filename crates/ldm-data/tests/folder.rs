@@ -88,16 +88,7 @@ fn every_readable_format_gives_a_sample_in_range() {
 fn gray_rgba_and_16_bit_convert_as_documented() {
     let dir = TempDir::new("convert");
     let files = write_varied_formats(dir.path());
-    let t = Transform {
-        size: 10,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit: Fit::Crop,
-        pad_value: 0,
-    };
+    let t = Transform::fixed(10, Fit::Crop, 0);
     let plane = 100;
 
     // Gray replicates into three equal channels.
@@ -117,16 +108,7 @@ fn gray_rgba_and_16_bit_convert_as_documented() {
 #[test]
 fn broken_files_are_errors_naming_the_file_not_panics() {
     let dir = TempDir::new("broken");
-    let t = Transform {
-        size: 8,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit: Fit::Crop,
-        pad_value: 0,
-    };
+    let t = Transform::fixed(8, Fit::Crop, 0);
     let mut broken = write_broken(dir.path());
     // A directory is not a file, even if a caller passes it directly.
     fs::create_dir(dir.path().join("dir.png")).unwrap();

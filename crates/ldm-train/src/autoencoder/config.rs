@@ -310,16 +310,7 @@ impl DataConfig {
     /// The evaluation transform: whole images at [`DataConfig::eval_size`],
     /// centred, never flipped, fitted as in training.
     pub fn eval_transform(&self) -> Transform {
-        Transform {
-            size: self.eval_size(),
-            resize: None,
-            resize_max: None,
-            random_crop: false,
-            hflip: false,
-            channel_shuffle: false,
-            fit: self.fit,
-            pad_value: self.pad_value,
-        }
+        Transform::fixed(self.eval_size(), self.fit, self.pad_value)
     }
 }
 

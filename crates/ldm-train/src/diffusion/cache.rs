@@ -346,16 +346,7 @@ mod tests {
         CacheSpec {
             dir,
             autoencoder: "test".into(),
-            transform: Transform {
-                size: 8,
-                resize: None,
-                resize_max: None,
-                random_crop: false,
-                hflip: false,
-                channel_shuffle: false,
-                fit: Fit::Crop,
-                pad_value: 0,
-            },
+            transform: Transform::fixed(8, Fit::Crop, 0),
             flip: true,
             encode_batch: 2,
         }

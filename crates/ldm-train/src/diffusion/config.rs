@@ -578,16 +578,7 @@ impl LatentDataConfig {
     /// are compared with): `size` by `fit`, no augmentation — flips are
     /// cached as separate latents.
     pub fn transform(&self) -> Transform {
-        Transform {
-            size: self.size,
-            resize: None,
-            resize_max: None,
-            random_crop: false,
-            hflip: false,
-            channel_shuffle: false,
-            fit: self.fit,
-            pad_value: self.pad_value,
-        }
+        Transform::fixed(self.size, self.fit, self.pad_value)
     }
 }
 
