@@ -21,7 +21,7 @@ there). The Rust tests read these files; CI never runs Python.
     diffusers_unet_<name>/         UNet2DConditionModel.save_pretrained, for <name> in
                                    xattn and class (section (h))
     unet_<name>_io.safetensors     its inputs, output and gradients; read by
-                                   tests/unet_parity.rs
+                                   crates/ldm-train/tests/parity/unet.rs
 
 Conventions: every tensor is float32 (schedulers.safetensors stores its
 timesteps as int64). Names are `input.*`, `output.*`,
@@ -1456,7 +1456,7 @@ def make_schedulers() -> None:
 
 # ---- (h) UNet2DConditionModel -----------------------------------------------
 # Two small random UNets in the layouts our UNet implements (the LDM
-# openaimodel one), read by tests/unet_parity.rs through the UNet rename table
+# openaimodel one), read by crates/ldm-train/tests/parity/unet.rs through the UNet rename table
 # (crates/ldm-train/src/interop/unet_key_map.rs). GroupNorm has 32 groups in
 # our UNet (GroupNorm32), so every width is 32 and the nets stay ~1.4 MB and
 # ~0.9 MB: the smallest that still carry what each one tests (any UNet with a

@@ -14,6 +14,7 @@
 mod autoencoder;
 mod disc_lpips_losses;
 mod round_trip;
+mod unet;
 
 use std::path::PathBuf;
 
@@ -154,7 +155,8 @@ impl Table {
     }
 }
 
-/// Gradients of every float parameter of a module, by parameter path.
+/// Gradients of every float parameter of a module, by parameter path
+/// (enum variant names left out, as in our checkpoint keys).
 struct GradsByPath<'a, B: AutodiffBackend> {
     grads: &'a B::Gradients,
     path: Vec<String>,
@@ -162,11 +164,15 @@ struct GradsByPath<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradsByPath<'_, B> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = param.val().grad(self.grads) {

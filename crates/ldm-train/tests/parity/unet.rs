@@ -7,20 +7,16 @@
 //!
 //! Tolerance, per compared tensor: max |ours − reference| ≤ 1e-4 ·
 //! max |reference|, the rule of the other parity tests
-//! (`crates/ldm-train/tests/parity`). The references are float64 results
+//! (the rest of this test binary). The references are float64 results
 //! rounded to f32 and we run in f32: diffusers' own float32 evaluation of the
 //! same nets is off by at most 1.6e-6 of max |reference| (each fixture's
 //! `float32_drift` metadata), so 1e-4 leaves a wide margin for another
 //! summation order, while a weight in the wrong slot or layout moves results
 //! by O(10%). Run with `--nocapture` for the table.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::backend::{Autodiff, Flex};
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use ldm_models::tensor_bytes::f32_values;
 use ldm_models::UNet;
@@ -30,14 +26,7 @@ use ldm_train::interop::unet_key_map::UnetKeyMap;
 use ldm_train::shared::weights;
 use serde_json::Value;
 
-type AD = Autodiff<Flex>;
-
-/// Relative tolerance: max abs error / max |reference| (see the module docs).
-const REL_TOL: f64 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
-}
+use crate::{fixtures, grads_by_path, vals, Fixture, Table, AD};
 
 /// A fixture's `config.json` and its weights (diffusers names, f32).
 #[derive(Clone)]
@@ -85,142 +74,70 @@ impl Source {
     }
 }
 
-/// The tensors of one `unet_<name>_io.safetensors`.
-struct Io(HashMap<String, TensorData>);
-
-impl Io {
-    fn read(name: &str) -> Self {
-        let bytes = std::fs::read(fixtures().join(name)).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        Io(st
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| (k, TensorData::new(f32_values(v.data()), v.shape().to_vec())))
-            .collect())
-    }
-
-    fn get(&self, key: &str) -> TensorData {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {key}"))
-    }
-
-    fn values(&self, key: &str) -> Vec<f32> {
-        self.get(key).to_vec().unwrap()
-    }
-}
-
-/// Rows `| config | quantity | max abs err | max |ref| | err / max|ref| |`;
-/// [`Table::finish`] fails if one exceeds [`REL_TOL`].
-struct Table(Vec<(String, f64, f64, bool)>, String);
-
-impl Table {
-    fn check(&mut self, what: &str, got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len(), "{what}: length");
-        let err = got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (*a as f64 - *b as f64).abs())
-            .fold(0.0, f64::max);
-        let scale = want.iter().map(|v| (*v as f64).abs()).fold(0.0, f64::max);
-        assert!(scale > 0.0, "{what}: an all-zero reference cannot fail");
-        self.0
-            .push((what.into(), err, scale, err <= REL_TOL * scale));
-    }
-
-    fn finish(self) {
-        for (what, err, scale, ok) in &self.0 {
-            println!(
-                "| {} | {what} | {err:.2e} | {scale:.2e} | {:.2e} |{}",
-                self.1,
-                err / scale,
-                if *ok { "" } else { " FAIL" }
-            );
-        }
-        let bad: Vec<&String> = self.0.iter().filter(|r| !r.3).map(|r| &r.0).collect();
-        assert!(bad.is_empty(), "{}: out of tolerance: {bad:?}", self.1);
-    }
-}
-
-/// Gradients of a module's float parameters by parameter path (enum variant
-/// names left out, as in our checkpoint keys).
-struct GradsByPath<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
-    path: Vec<String>,
-    out: HashMap<String, Vec<f32>>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradsByPath<'_, B> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.push(name.to_string());
-        }
-    }
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
-        if !container_type.starts_with("Enum:") {
-            self.path.pop();
-        }
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = param.val().grad(self.grads) {
-            self.out
-                .insert(self.path.join("."), g.into_data().to_vec().unwrap());
-        }
-    }
-}
-
-fn vals<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().to_vec().unwrap()
+/// [`Table::check`] of one UNet fixture, refusing an all-zero reference
+/// (it could not fail).
+fn check(table: &mut Table, name: &str, what: &str, got: &[f32], want: &[f32]) {
+    assert!(
+        want.iter().any(|v| *v != 0.0),
+        "{what}: an all-zero reference cannot fail"
+    );
+    table.check(name, what, got, want);
 }
 
 /// Forward and backward of one fixture pair against its reference.
 fn check_parity(name: &str) -> DiffusersUnet {
     let src = Source::read(&fixtures().join(format!("diffusers_unet_{name}")));
     let (d, map, unet) = src.load().unwrap();
-    let io = Io::read(&format!("unet_{name}_io.safetensors"));
+    let io = Fixture::open(&format!("unet_{name}_io.safetensors"));
     let dev = Default::default();
-    let x = Tensor::<AD, 4>::from_data(io.get("input.sample"), &dev).require_grad();
-    let ctx = Tensor::<AD, 3>::from_data(io.get("input.context"), &dev).require_grad();
+    let x = Tensor::<AD, 4>::from_data(io.data("input.sample"), &dev).require_grad();
+    let ctx = Tensor::<AD, 3>::from_data(io.data("input.context"), &dev).require_grad();
     let t: Vec<f64> = io
         .values("input.timesteps")
         .iter()
         .map(|&v| v as f64)
         .collect();
-    let y = io.0.contains_key("input.class_labels").then(|| {
-        let labels: Vec<i64> = io
-            .values("input.class_labels")
-            .iter()
-            .map(|&v| v as i64)
-            .collect();
-        let n = labels.len();
-        Tensor::<AD, 1, Int>::from_data(TensorData::new(labels, [n]), &dev)
-    });
+    let y = io
+        .keys()
+        .iter()
+        .any(|k| k == "input.class_labels")
+        .then(|| {
+            let labels: Vec<i64> = io
+                .values("input.class_labels")
+                .iter()
+                .map(|&v| v as i64)
+                .collect();
+            let n = labels.len();
+            Tensor::<AD, 1, Int>::from_data(TensorData::new(labels, [n]), &dev)
+        });
     let out = unet.forward(x.clone(), &t, Some(ctx.clone()), y);
-    let mut table = Table(Vec::new(), name.to_string());
-    table.check("output", &vals(out.clone()), &io.values("output.sample"));
-    let probe = Tensor::<AD, 4>::from_data(io.get("input.probe"), &dev);
+    let mut table = Table::new("UNet2DConditionModel");
+    check(
+        &mut table,
+        name,
+        "output",
+        &vals(out.clone()),
+        &io.values("output.sample"),
+    );
+    let probe = Tensor::<AD, 4>::from_data(io.data("input.probe"), &dev);
     let grads = (out * probe).sum().backward();
-    table.check(
+    check(
+        &mut table,
+        name,
         "d/d sample",
         &vals(x.grad(&grads).unwrap()),
         &io.values("grad.sample"),
     );
-    table.check(
+    check(
+        &mut table,
+        name,
         "d/d context",
         &vals(ctx.grad(&grads).unwrap()),
         &io.values("grad.context"),
     );
-    let mut by_path = GradsByPath::<AD> {
-        grads: &grads,
-        path: Vec::new(),
-        out: HashMap::new(),
-    };
-    unet.visit(&mut by_path);
-    let mut keys: Vec<&String> = io.0.keys().collect();
-    keys.sort();
+    let by_path = grads_by_path::<AD, _>(&unet, &grads);
     let mut weight_grads = 0;
-    for key in keys {
+    for key in io.keys() {
         let Some(dkey) = key
             .strip_prefix("grad.")
             .filter(|k| !matches!(*k, "sample" | "context"))
@@ -228,12 +145,17 @@ fn check_parity(name: &str) -> DiffusersUnet {
             continue;
         };
         let m = map.rename(dkey, Direction::FromDiffusers).unwrap();
-        let want = m.layout.to_ours(io.get(key)).unwrap();
+        let want = m.layout.to_ours(io.data(&key)).unwrap();
         let got = by_path
-            .out
             .get(&m.key)
             .unwrap_or_else(|| panic!("no gradient for {}", m.key));
-        table.check(&format!("d/d {dkey}"), got, &want.to_vec::<f32>().unwrap());
+        check(
+            &mut table,
+            name,
+            &format!("d/d {dkey}"),
+            got,
+            &want.to_vec::<f32>().unwrap(),
+        );
         weight_grads += 1;
     }
     assert_eq!(weight_grads, 3, "{name}: the fixture's weight gradients");
