@@ -10,8 +10,8 @@ use std::sync::Arc;
 use common::{assert_one_line_naming, idx_pixels, write_idx_split, write_maybe_gz, TempDir};
 use ldm_data::idx::{encode_idx, read_idx_labels};
 use ldm_data::{
-    DataError, DataPosition, Fit, IdxImages, ImageSource, LabelledImages, Loader, LoaderConfig,
-    SourceKind, Transform,
+    u8_to_unit, DataError, DataPosition, Fit, IdxImages, ImageSource, LabelledImages, Loader,
+    LoaderConfig, SourceKind, Transform,
 };
 
 #[test]
@@ -227,16 +227,7 @@ fn config(batch_size: usize, transform: Transform) -> LoaderConfig {
 }
 
 fn plain_transform(size: u32) -> Transform {
-    Transform {
-        size,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit: Fit::Crop,
-        pad_value: 0,
-    }
+    Transform::fixed(size, Fit::Crop, 0)
 }
 
 #[test]
@@ -267,7 +258,7 @@ fn loader_over_an_idx_source_gives_the_expected_batches() {
             let gray = &pixels[(offset + i) * 16..(offset + i + 1) * 16];
             let sample = batch.sample(i);
             for c in 0..3 {
-                let plane: Vec<f32> = gray.iter().map(|&v| f32::from(v) / 127.5 - 1.0).collect();
+                let plane: Vec<f32> = gray.iter().map(|&v| u8_to_unit(v)).collect();
                 assert_eq!(&sample[c * 16..(c + 1) * 16], &plane[..]);
             }
         }
@@ -311,7 +302,7 @@ fn loader_pads_28_to_32_and_is_deterministic() {
     assert_eq!(at(2, 31, 31), -1.0);
     assert_eq!(at(1, 1, 16), -1.0);
     let original = pixels[indices[0] * 784 + 5 * 28 + 7];
-    assert_eq!(at(1, 7 + 2, 5 + 2), f32::from(original) / 127.5 - 1.0);
+    assert_eq!(at(1, 7 + 2, 5 + 2), u8_to_unit(original));
 }
 
 /// Where setup.sh puts Fashion-MNIST.

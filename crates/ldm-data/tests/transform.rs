@@ -2,23 +2,10 @@
 //! downsampling factor does not divide (28 × 28 Fashion-MNIST → 32 × 32).
 
 use image::{imageops, Rgb, RgbImage};
-use ldm_data::{Fit, Transform};
+use ldm_data::{u8_to_unit, Fit, Transform};
 
 fn transform(size: u32, fit: Fit) -> Transform {
-    Transform {
-        size,
-        resize: None,
-        resize_max: None,
-        random_crop: false,
-        hflip: false,
-        channel_shuffle: false,
-        fit,
-        pad_value: 0,
-    }
-}
-
-fn unit(v: u8) -> f32 {
-    f32::from(v) / 127.5 - 1.0
+    Transform::fixed(size, fit, 0)
 }
 
 /// 28 × 28 with distinct values: red = column * 9, green = row * 9, blue 200.
@@ -33,7 +20,7 @@ fn at(sample: &[f32], side: u32, c: u32, x: u32, y: u32) -> f32 {
 #[test]
 fn pad_28_to_32_keeps_the_centre_and_fills_the_border() {
     let image = fashion_like();
-    for (pad_value, border) in [(0u8, -1.0f32), (255, 1.0), (51, unit(51))] {
+    for (pad_value, border) in [(0u8, -1.0f32), (255, 1.0), (51, u8_to_unit(51))] {
         let t = Transform {
             pad_value,
             ..transform(32, Fit::Pad)
@@ -48,7 +35,7 @@ fn pad_28_to_32_keeps_the_centre_and_fills_the_border() {
                     let v = at(&out, 32, c, x, y);
                     if inside {
                         let original = image.get_pixel(x - 2, y - 2).0[c as usize];
-                        assert_eq!(v, unit(original), "centre ({x},{y}) channel {c}");
+                        assert_eq!(v, u8_to_unit(original), "centre ({x},{y}) channel {c}");
                     } else {
                         assert_eq!(v, border, "border ({x},{y}) channel {c}");
                     }
@@ -76,7 +63,7 @@ fn pad_with_a_larger_canvas_and_random_crop_translates() {
         // Find where the image's top-left pixel (0, 0, 200 blue) landed.
         let found = (0..32)
             .flat_map(|y| (0..32).map(move |x| (x, y)))
-            .find(|&(x, y)| at(&out, 32, 2, x, y) == unit(200))
+            .find(|&(x, y)| at(&out, 32, 2, x, y) == u8_to_unit(200))
             .expect("some of the image is always visible");
         offsets.insert(found);
     }
@@ -106,7 +93,7 @@ fn resize_28_to_32_stretches_to_the_exact_size() {
             for c in 0..3 {
                 assert_eq!(
                     at(&out, 32, c, x, y),
-                    unit(expected.get_pixel(x, y).0[c as usize])
+                    u8_to_unit(expected.get_pixel(x, y).0[c as usize])
                 );
             }
         }
@@ -121,7 +108,7 @@ fn resize_28_to_32_stretches_to_the_exact_size() {
     // An image already the right size is used untouched.
     let exact = RgbImage::from_fn(32, 32, |x, y| Rgb([x as u8, y as u8, 3]));
     let out = transform(32, Fit::Resize).apply(&exact, 0);
-    assert_eq!(at(&out, 32, 0, 31, 0), unit(31));
+    assert_eq!(at(&out, 32, 0, 31, 0), u8_to_unit(31));
 }
 
 #[test]

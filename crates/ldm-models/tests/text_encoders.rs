@@ -78,6 +78,32 @@ fn read_i64(st: &SafeTensors, key: &str) -> (Vec<i64>, Vec<usize>) {
     (data, v.shape().to_vec())
 }
 
+/// The fixed `<prefix>.probe` tensor the reference's loss sum(output · probe)
+/// was taken with.
+fn probe_of(st: &SafeTensors, prefix: &str) -> Tensor<AD, 3> {
+    let (probe, ps) = read(st, &format!("{prefix}.probe"));
+    Tensor::from_data(
+        TensorData::new(probe, [ps[0], ps[1], ps[2]]),
+        &Default::default(),
+    )
+}
+
+/// Compares a weight's gradient with `<prefix>.grad.<key>`: max abs error
+/// within 1e-5 of max |g| (PyTorch's own f32 drift is ~1e-6 of it).
+fn check_grad(st: &SafeTensors, prefix: &str, key: &str, got: &[f32]) {
+    let (want, _) = read(st, &format!("{prefix}.grad.{key}"));
+    let scale = max_abs(&want);
+    let err = max_abs_diff(got, &want);
+    println!(
+        "grad {key}: max abs error {err:.2e}, relative to max |g| {:.2e}",
+        err / scale
+    );
+    assert!(
+        err <= 1e-5 * scale,
+        "grad {key}: max abs error {err} (max |g| {scale})"
+    );
+}
+
 fn ids<Bk: Backend>(v: Vec<i64>, [b, t]: [usize; 2], dev: &Bk::Device) -> Tensor<Bk, 2, Int> {
     Tensor::from_data(TensorData::new(v, [b, t]), dev)
 }
@@ -269,22 +295,8 @@ fn text_transformer_forward_and_gradients_match_reference() {
     );
     assert!(err <= 1e-5, "output: max abs error {err}");
 
-    let (probe, ps) = read(&st, "tt.probe");
-    let probe = Tensor::<AD, 3>::from_data(TensorData::new(probe, [ps[0], ps[1], ps[2]]), &dev);
-    let grads = (y * probe).sum().backward();
-    let check = |key: &str, got: Vec<f32>| {
-        let (want, _) = read(&st, &format!("tt.grad.{key}"));
-        let scale = max_abs(&want);
-        let err = max_abs_diff(&got, &want);
-        println!(
-            "grad {key}: max abs error {err:.2e}, relative to max |g| {:.2e}",
-            err / scale
-        );
-        assert!(
-            err <= 1e-5 * scale,
-            "grad {key}: max abs error {err} (max |g| {scale})"
-        );
-    };
+    let grads = (y * probe_of(&st, "tt")).sum().backward();
+    let check = |key: &str, got: Vec<f32>| check_grad(&st, "tt", key, &got);
     let grad2 = |p: &Param<Tensor<AD, 2>>| p.grad(&grads).unwrap();
     check("token_emb.weight", values(grad2(&model.token_emb.weight)));
     let layers = &model.attn_layers.layers;
@@ -494,22 +506,8 @@ fn clip_gradients_match_transformers() {
         .map(&mut Unfreeze);
     let st = clip_ref();
     let y = clip.forward(clip_ids::<AD>("clip.input_ids", &dev));
-    let (probe, ps) = read(&st, "clip.probe");
-    let probe = Tensor::<AD, 3>::from_data(TensorData::new(probe, [ps[0], ps[1], ps[2]]), &dev);
-    let grads = (y * probe).sum().backward();
-    let check = |key: &str, got: Vec<f32>| {
-        let (want, _) = read(&st, &format!("clip.grad.{key}"));
-        let scale = max_abs(&want);
-        let err = max_abs_diff(&got, &want);
-        println!(
-            "grad {key}: max abs error {err:.2e}, relative to max |g| {:.2e}",
-            err / scale
-        );
-        assert!(
-            err <= 1e-5 * scale,
-            "grad {key}: max abs error {err} (max |g| {scale})"
-        );
-    };
+    let grads = (y * probe_of(&st, "clip")).sum().backward();
+    let check = |key: &str, got: Vec<f32>| check_grad(&st, "clip", key, &got);
     let grad2 = |p: &Param<Tensor<AD, 2>>| p.grad(&grads).unwrap();
     let layers = &clip.encoder.layers;
     check(
