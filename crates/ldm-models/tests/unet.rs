@@ -29,6 +29,7 @@ fn tiny(spatial: bool) -> UNetConfig {
         context_dim: spatial.then_some(24),
         use_scale_shift_norm: false,
         num_classes: None,
+        norm_groups: 32,
     }
 }
 

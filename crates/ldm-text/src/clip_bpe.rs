@@ -1,15 +1,23 @@
-//! OpenAI CLIP's byte-level BPE, built in code from the merges list.
+//! CLIP's byte-level BPE, built in code from a merges list.
 //!
 //! There is no `tokenizer.json` for CLIP among the offline assets, only
 //! OpenAI's `bpe_simple_vocab_16e6.txt.gz` (one merge per line after a
-//! `#version` header). The vocabulary is derived from it exactly as OpenAI's
+//! `#version` header). The same format, plain or gzipped, is what Hugging
+//! Face's `CLIPTokenizer.save_pretrained` writes as `merges.txt` (see
+//! [`crate::clip_merges_from_hf_folder`] for a whole `tokenizer/` folder),
+//! so any CLIP-derived merges list is accepted, including the short ones of
+//! tiny test pipelines. The vocabulary is derived from it exactly as OpenAI's
 //! `SimpleTokenizer` does (and Hugging Face's `vocab.json` for
 //! openai/clip-vit-large-patch14 records):
 //!
-//! 1. merges = lines `1 ..= 48_894` (`[1 : 49152-256-2+1]` in Python);
+//! 1. merges = the `n` non-empty lines after the header, at most the first
+//!    48,894 (`[1 : 49152-256-2+1]` in Python; OpenAI's file has many more,
+//!    a `merges.txt` usually exactly `n`), at least one; empty lines at the
+//!    end (a trailing newline) are not merges;
 //! 2. vocab = the 256 byte characters of `bytes_to_unicode()` in its order,
 //!    the same 256 with `</w>` appended, each merge's two halves joined, and
-//!    `<|startoftext|>`, `<|endoftext|>`: 49,408 ids.
+//!    `<|startoftext|>`, `<|endoftext|>`: `512 + n + 2` ids (49,408 for
+//!    OpenAI's list), the start token at `512 + n`, the end token after it.
 //!
 //! The pipeline around the BPE model is the one Hugging Face's
 //! `CLIPTokenizerFast` serializes:
@@ -53,13 +61,16 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 use crate::error::{one_line, TextError};
 use crate::text_tokenizer::Built;
 
-/// The start token; id 49406.
+/// The start token; id 49406 with OpenAI's merges (`512 + n` with `n`).
 pub(crate) const START: &str = "<|startoftext|>";
-/// The end token, also the padding and the unknown token; id 49407.
+/// The end token, also the padding and the unknown token; id 49407 with
+/// OpenAI's merges (`513 + n` with `n`).
 pub(crate) const END: &str = "<|endoftext|>";
-/// How many merges CLIP uses: its 49,152-entry BPE budget minus the 256
+/// The most merges CLIP uses: its 49,152-entry BPE budget minus the 256
 /// byte characters and the two special tokens, as in `SimpleTokenizer`.
-const MERGES: usize = 49152 - 256 - 2;
+pub(crate) const MERGES: usize = 49152 - 256 - 2;
+/// The first two bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Marks the last symbol of a word, as in `SimpleTokenizer.bpe`.
 const END_OF_WORD: &str = "</w>";
 /// CLIP's pre-tokenization: special tokens, English contractions, letter
@@ -87,24 +98,44 @@ pub(crate) fn bytes_to_unicode() -> Vec<(u8, char)> {
     table
 }
 
-/// Parses `bytes` (the content of `path`) as the gzipped merges list and
-/// builds the CLIP tokenizer; padding is `<|endoftext|>`.
-pub(crate) fn build(path: &Path, bytes: &[u8]) -> Result<Built, TextError> {
+/// The merges of `bytes` (the content of `path`): gzipped (sniffed by the
+/// gzip magic) or plain UTF-8 text, one merge per line after a header line.
+/// Errors name `path`.
+pub(crate) fn read_merges(path: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, TextError> {
     let invalid = |reason: String| TextError::NotClipVocab {
         path: path.to_path_buf(),
         reason,
     };
-    let mut text = String::new();
-    MultiGzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            invalid(format!(
-                "cannot read it as gzipped UTF-8 text ({})",
-                one_line(e)
-            ))
-        })?;
+    let text = if bytes.starts_with(&GZIP_MAGIC) {
+        let mut text = String::new();
+        MultiGzDecoder::new(bytes)
+            .read_to_string(&mut text)
+            .map_err(|e| {
+                invalid(format!(
+                    "cannot read it as gzipped UTF-8 text ({})",
+                    one_line(e)
+                ))
+            })?;
+        text
+    } else {
+        std::str::from_utf8(bytes)
+            .map_err(|e| {
+                invalid(format!(
+                    "it is neither gzipped nor UTF-8 text ({})",
+                    one_line(e)
+                ))
+            })?
+            .to_owned()
+    };
+    parse_merges(&text).map_err(invalid)
+}
 
-    let merges = parse_merges(&text).map_err(invalid)?;
+/// The vocabulary CLIP derives from `merges`, in id order: the 256 byte
+/// characters, the same with `</w>`, each merge joined, then
+/// `<|startoftext|>`, `<|endoftext|>`. As a map (Python's
+/// `dict(zip(vocab, range(...)))`) a later duplicate would win; no CLIP
+/// merges list has one.
+fn vocab_tokens(merges: &[(String, String)]) -> Vec<String> {
     let mut vocab: Vec<String> = bytes_to_unicode()
         .iter()
         .map(|&(_, c)| c.to_string())
@@ -113,8 +144,24 @@ pub(crate) fn build(path: &Path, bytes: &[u8]) -> Result<Built, TextError> {
     vocab.extend(with_suffix);
     vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
     vocab.extend([START.to_owned(), END.to_owned()]);
-    // Later duplicates win, as in Python's dict(zip(vocab, range(...))).
-    let vocab: Vocab = vocab.into_iter().zip(0u32..).collect();
+    vocab
+}
+
+/// [`vocab_tokens`] as the token → id map the BPE model (and Hugging Face's
+/// `vocab.json`) holds; later duplicates win, as in Python.
+pub(crate) fn vocab_map(merges: &[(String, String)]) -> Vocab {
+    vocab_tokens(merges).into_iter().zip(0u32..).collect()
+}
+
+/// Parses `bytes` (the content of `path`) as a merges list, gzipped or
+/// plain, and builds the CLIP tokenizer; padding is `<|endoftext|>`.
+pub(crate) fn build(path: &Path, bytes: &[u8]) -> Result<Built, TextError> {
+    let invalid = |reason: String| TextError::NotClipVocab {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let merges = read_merges(path, bytes)?;
+    let vocab = vocab_map(&merges);
     let (start_id, end_id) = (vocab[START], vocab[END]);
 
     let bpe = BPE::builder()
@@ -162,15 +209,17 @@ pub(crate) fn build(path: &Path, bytes: &[u8]) -> Result<Built, TextError> {
     })
 }
 
-/// The `MERGES` pairs after the header line, or why the text is not a CLIP
-/// merges list. Lines split on whitespace like Python's `str.split()`.
+/// The merge pairs after the header line (at most `MERGES`, at least one),
+/// or why the text is not a CLIP merges list. Empty lines at the end are not
+/// merges; any other line splits on whitespace like Python's `str.split()`
+/// into exactly two symbols.
 fn parse_merges(text: &str) -> Result<Vec<(String, String)>, String> {
-    let lines: Vec<&str> = text.split('\n').skip(1).take(MERGES).collect();
-    if lines.len() < MERGES {
-        return Err(format!(
-            "it has {} merge lines after the header, CLIP needs {MERGES}",
-            lines.len()
-        ));
+    let mut lines: Vec<&str> = text.split('\n').skip(1).take(MERGES).collect();
+    while lines.last().is_some_and(|line| line.trim().is_empty()) {
+        lines.pop();
+    }
+    if lines.is_empty() {
+        return Err("it has no merge lines after the header line".to_owned());
     }
     lines
         .iter()
@@ -213,20 +262,76 @@ mod tests {
     }
 
     #[test]
-    fn merges_list_must_be_long_enough_and_well_formed() {
+    fn merges_list_is_one_to_merges_well_formed_lines() {
         let short = "#version: 0.2\ni n\nt h\n";
-        let err = parse_merges(short).unwrap_err();
-        assert!(err.contains("it has 3 merge lines"), "{err}");
+        let merges = parse_merges(short).unwrap();
+        assert_eq!(merges, [("i".into(), "n".into()), ("t".into(), "h".into())]);
+        // Without the trailing newline, or with several empty lines, the same.
+        assert_eq!(parse_merges("#version: 0.2\ni n\nt h").unwrap(), merges);
+        assert_eq!(parse_merges(&format!("{short}\n \r\n")).unwrap(), merges);
+        for empty in [
+            "",
+            "#version: 0.2",
+            "#version: 0.2\n",
+            "#version: 0.2\n\n\n",
+        ] {
+            let err = parse_merges(empty).unwrap_err();
+            assert_eq!(err, "it has no merge lines after the header line");
+        }
 
+        // OpenAI's file has more lines than CLIP uses: the first MERGES count.
         let mut text = String::from("#version: 0.2\n");
         for _ in 0..MERGES {
             text.push_str("a b\n");
         }
+        assert_eq!(parse_merges(&text).unwrap().len(), MERGES);
+        text.push_str("c d\nnot a merge\n");
         assert_eq!(parse_merges(&text).unwrap().len(), MERGES);
         let bad = text
             .replacen("a b\n", "a b c\n", 2)
             .replacen("a b c\n", "a b\n", 1);
         let err = parse_merges(&bad).unwrap_err();
         assert!(err.starts_with("line 3 is \"a b c\""), "{err}");
+        // An empty line before the last merge is malformed, not skipped.
+        let err = parse_merges("#version: 0.2\ni n\n\nt h\n").unwrap_err();
+        assert!(err.starts_with("line 3 is \"\""), "{err}");
+    }
+
+    #[test]
+    fn vocabulary_grows_with_the_merges() {
+        let merges = [("i".to_owned(), "n".to_owned())];
+        let tokens = vocab_tokens(&merges);
+        assert_eq!(tokens.len(), 515);
+        assert_eq!((tokens[0].as_str(), tokens[256].as_str()), ("!", "!</w>"));
+        assert_eq!(&tokens[512..], ["in", START, END]);
+        let vocab = vocab_map(&merges);
+        assert_eq!((vocab["in"], vocab[START], vocab[END]), (512, 513, 514));
+    }
+
+    #[test]
+    fn plain_and_gzipped_bytes_give_the_same_merges() {
+        use std::io::Write;
+        let text = "#version: 0.2\ni n\nt h\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let path = Path::new("merges.txt");
+        let plain = read_merges(path, text.as_bytes()).unwrap();
+        assert_eq!(read_merges(path, &gz).unwrap(), plain);
+        let err = read_merges(path, &[0xff, 0xfe, b'a'])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("merges.txt is not a CLIP BPE merges list")
+                && err.contains("it is neither gzipped nor UTF-8 text"),
+            "{err}"
+        );
+        let err = read_merges(path, &gz[..gz.len() / 2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read it as gzipped UTF-8 text"),
+            "{err}"
+        );
     }
 }

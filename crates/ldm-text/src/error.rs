@@ -25,13 +25,27 @@ pub enum TextError {
         /// What was wrong with it, on one line.
         reason: String,
     },
-    /// The file was read but is not OpenAI's CLIP merges list (not gzip,
-    /// not UTF-8, too few or malformed merge lines).
-    #[error("{} is not a CLIP BPE vocabulary (.txt.gz of merges): {reason}", .path.display())]
+    /// The file was read but is not a CLIP merges list such as OpenAI's
+    /// `bpe_simple_vocab_16e6.txt.gz` or a Hugging Face `merges.txt`
+    /// (neither gzipped nor plain UTF-8 text, a broken gzip stream, no merge
+    /// line after the header, a malformed merge line, or a merge whose
+    /// halves are not in the vocabulary built so far).
+    #[error("{} is not a CLIP BPE merges list (merges.txt, plain or gzipped): {reason}", .path.display())]
     NotClipVocab {
         /// The file that was read.
         path: PathBuf,
         /// What was wrong with it, on one line.
+        reason: String,
+    },
+    /// A Hugging Face CLIP tokenizer folder's `vocab.json` is not the
+    /// vocabulary CLIP derives from the folder's `merges.txt` (not a JSON
+    /// object of token → id, a token at another id, a different size), so
+    /// the merges alone would not reproduce its ids.
+    #[error("{} is not the CLIP vocabulary derived from its merges.txt: {reason}", .path.display())]
+    NotDerivedClipVocab {
+        /// The `vocab.json` that was read.
+        path: PathBuf,
+        /// The first difference, on one line.
         reason: String,
     },
     /// The context cannot even hold the start and end tokens.

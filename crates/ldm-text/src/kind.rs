@@ -15,9 +15,10 @@ pub enum TokenizerKind {
     /// (`[CLS] … [SEP]`, padded with `[PAD]` = 0), as the latent-diffusion
     /// reference's `BERTTokenizer` conditioner.
     Wordpiece,
-    /// OpenAI CLIP byte-level BPE from `bpe_simple_vocab_16e6.txt.gz`
-    /// (`<|startoftext|> … <|endoftext|>`, padded with `<|endoftext|>`), as
-    /// Stable Diffusion 1.x's `FrozenCLIPEmbedder`.
+    /// OpenAI CLIP byte-level BPE from a merges list: OpenAI's
+    /// `bpe_simple_vocab_16e6.txt.gz` or any CLIP-derived one, gzipped or a
+    /// plain `merges.txt` (`<|startoftext|> … <|endoftext|>`, padded with
+    /// `<|endoftext|>`), as Stable Diffusion 1.x's `FrozenCLIPEmbedder`.
     Clip,
 }
 

@@ -10,7 +10,12 @@
 //!   vocabulary). Output: `[CLS] pieces… [SEP] [PAD]…`.
 //! * [`TokenizerKind::Clip`]: Stable Diffusion 1.x's `FrozenCLIPEmbedder`
 //!   (Hugging Face `CLIPTokenizer`, openai/clip-vit-large-patch14), built in
-//!   code from OpenAI's `bpe_simple_vocab_16e6.txt.gz` merges list. Output:
+//!   code from OpenAI's `bpe_simple_vocab_16e6.txt.gz` merges list, or any
+//!   CLIP-derived merges list, gzipped or a plain `merges.txt` (tiny test
+//!   pipelines keep only the first few merges: `512 + n + 2` ids).
+//!   [`clip_merges_from_hf_folder`] turns a Hugging Face / diffusers
+//!   `tokenizer/` folder (`vocab.json` + `merges.txt`) into such a file
+//!   after checking the vocabulary is the one its merges derive. Output:
 //!   `<|startoftext|> pieces… <|endoftext|>`, padded with `<|endoftext|>`.
 //!
 //! Both always give exactly `context_length` ids ([`CONTEXT_LENGTH`] = 77 in
@@ -41,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod clip_bpe;
+mod clip_hf;
 mod error;
 mod fingerprint;
 mod kind;
@@ -48,6 +54,7 @@ mod text_tokenizer;
 mod tokenized;
 mod wordpiece;
 
+pub use clip_hf::{clip_hf_folder_files, clip_merges_from_hf_folder};
 pub use error::TextError;
 pub use kind::TokenizerKind;
 pub use text_tokenizer::TextTokenizer;

@@ -40,8 +40,8 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Opens the vocabulary at `path` as `kind`: a `tokenizer.json` for
-    /// [`TokenizerKind::Wordpiece`], `bpe_simple_vocab_16e6.txt.gz` for
-    /// [`TokenizerKind::Clip`]. This is the entry point for config-driven
+    /// [`TokenizerKind::Wordpiece`], a merges list such as
+    /// `bpe_simple_vocab_16e6.txt.gz` for [`TokenizerKind::Clip`]. This is the entry point for config-driven
     /// code; see [`TextTokenizer::wordpiece`] and [`TextTokenizer::clip`].
     pub fn open(
         kind: TokenizerKind,
@@ -68,11 +68,18 @@ impl TextTokenizer {
         )
     }
 
-    /// CLIP byte-level BPE built from OpenAI's gzipped merges list
-    /// (`bpe_simple_vocab_16e6.txt.gz`): `<|startoftext|> pieces
-    /// <|endoftext|>`, then `<|endoftext|>` up to `context_length`. Fails
-    /// with a message naming `path` when the file is unreadable, not gzip,
-    /// or not a CLIP merges list.
+    /// CLIP byte-level BPE built from a merges list: OpenAI's
+    /// `bpe_simple_vocab_16e6.txt.gz`, or any CLIP-derived list such as a
+    /// Hugging Face `merges.txt`, gzipped (sniffed by its magic bytes) or
+    /// plain UTF-8; a header line, then one `a b` merge per line. The first
+    /// `n` merges are used, `1 <= n <= 48,894` (empty lines at the end do not
+    /// count), for `512 + n + 2` ids: `<|startoftext|>` = `512 + n`,
+    /// `<|endoftext|>` = `513 + n` (49406 and 49407 with OpenAI's list).
+    /// Encodings are `<|startoftext|> pieces <|endoftext|>`, then
+    /// `<|endoftext|>` up to `context_length`. Fails with a message naming
+    /// `path` when the file is unreadable, neither gzip nor UTF-8 text, has
+    /// no merge line, or a malformed one. For a Hugging Face `tokenizer/`
+    /// folder see [`crate::clip_merges_from_hf_folder`].
     pub fn clip(bpe_vocab_gz: &Path, context_length: usize) -> Result<Self, TextError> {
         Self::build(
             TokenizerKind::Clip,
@@ -193,14 +200,15 @@ impl TextTokenizer {
 
     /// Number of distinct ids (special tokens included): the row count of
     /// the text encoder's token embedding. 30,522 for bert-base-uncased,
-    /// 49,408 for CLIP.
+    /// 49,408 for CLIP (`512 + n + 2` for a list of `n` merges).
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
     /// The id that fills the positions after the prompt: `[PAD]` = 0 for
-    /// WordPiece, `<|endoftext|>` = 49407 for CLIP (the same id as the end
-    /// token, so use [`Tokenized::len`] to find where padding starts).
+    /// WordPiece, `<|endoftext|>` = 49407 for CLIP (`513 + n` for `n`
+    /// merges; the same id as the end token, so use [`Tokenized::len`] to
+    /// find where padding starts).
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }

@@ -115,53 +115,120 @@ fn swapped_files_are_refused_both_ways() {
     assert!(matches!(err, TextError::NotClipVocab { .. }), "{err:?}");
     assert!(
         err.to_string()
-            .contains(" is not a CLIP BPE vocabulary (.txt.gz of merges): "),
+            .contains(" is not a CLIP BPE merges list (merges.txt, plain or gzipped): "),
         "{err}"
     );
 }
 
+/// Three merges: `th`, `the</w>`, `ca`; ids 512, 513, 514, then the start
+/// and end tokens at 515 and 516.
+const THREE_MERGES: &str = "#version: 0.2\nt h\nth e</w>\nc a\n";
+
+/// `text`'s ids up to and including the end token.
+fn prompt_ids(tok: &TextTokenizer, text: &str) -> Vec<u32> {
+    let t = tok.encode(text).unwrap();
+    assert_eq!(t.ids.len(), CONTEXT_LENGTH);
+    assert!(t.ids[t.len..].iter().all(|&id| id == tok.pad_id()));
+    t.ids[..t.len].to_vec()
+}
+
 #[test]
-fn clip_vocab_that_is_not_gzip_is_refused() {
-    let dir = scratch("not-gzip");
-    let plain = dir.join("bpe_simple_vocab_16e6.txt.gz");
-    std::fs::write(&plain, "#version: 0.2\ni n\nt h\n").unwrap();
-    let err = open_err(TokenizerKind::Clip, &plain);
+fn a_short_merges_list_builds_a_small_clip_tokenizer() {
+    let dir = scratch("short-merges");
+    let gz = dir.join("short.txt.gz");
+    std::fs::write(&gz, gzip(THREE_MERGES)).unwrap();
+    let plain = dir.join("merges.txt");
+    std::fs::write(&plain, THREE_MERGES).unwrap();
+    // The same list without its trailing newline.
+    let bare = dir.join("bare.txt");
+    std::fs::write(&bare, THREE_MERGES.trim_end()).unwrap();
+
+    let tok = TextTokenizer::clip(&gz, CONTEXT_LENGTH).unwrap();
+    assert_eq!(tok.vocab_size(), 512 + 3 + 2);
+    assert_eq!(tok.pad_id(), 516);
+    // Byte characters keep OpenAI's ids: `t</w>` = 256 + 83 and `a</w>` =
+    // 320 as in the full vocabulary; `photo` has no merge, so it stays in
+    // single characters p h o t o</w>.
+    assert_eq!(prompt_ids(&tok, "The cat"), [515, 513, 514, 339, 516]);
+    assert_eq!(
+        prompt_ids(&tok, "a photo"),
+        [515, 320, 79, 71, 78, 83, 334, 516]
+    );
+    assert_eq!(prompt_ids(&tok, ""), [515, 516]);
+    // The special tokens written in a prompt are recognized at their ids.
+    assert_eq!(prompt_ids(&tok, "<|endoftext|>"), [515, 516, 516]);
+    for other in [&plain, &bare] {
+        let t = TextTokenizer::open(TokenizerKind::Clip, other, CONTEXT_LENGTH).unwrap();
+        assert_eq!(t.vocab_size(), 517);
+        for text in ["The cat", "a photo", "the the cat, THE CAT!"] {
+            assert_eq!(t.encode(text).unwrap(), tok.encode(text).unwrap());
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn clip_vocab_that_is_neither_gzip_nor_text_is_refused() {
+    let dir = scratch("not-text");
+    let binary = dir.join("bpe_simple_vocab_16e6.txt.gz");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, b'i', b' ', b'n']).unwrap();
+    let err = open_err(TokenizerKind::Clip, &binary);
     assert!(matches!(err, TextError::NotClipVocab { .. }), "{err:?}");
     assert!(
         err.to_string()
-            .contains("cannot read it as gzipped UTF-8 text"),
+            .contains("it is neither gzipped nor UTF-8 text"),
         "{err}"
     );
 
     let cut = dir.join("cut.txt.gz");
     let bytes = std::fs::read(clip_gz()).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(
-        open_err(TokenizerKind::Clip, &cut),
-        TextError::NotClipVocab { .. }
-    ));
+    let err = open_err(TokenizerKind::Clip, &cut);
+    assert!(matches!(err, TextError::NotClipVocab { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot read it as gzipped UTF-8 text"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
-fn clip_vocab_with_too_few_or_bad_merges_is_refused() {
+fn clip_vocab_without_merges_or_with_bad_ones_is_refused() {
     let dir = scratch("bad-merges");
-    let short = dir.join("short.txt.gz");
-    std::fs::write(&short, gzip("#version: 0.2\ni n\nt h\n")).unwrap();
-    let err = open_err(TokenizerKind::Clip, &short);
+    for (name, text) in [
+        ("empty.txt", ""),
+        ("header.txt", "#version: 0.2\n"),
+        ("blank.txt.gz", "#version: 0.2\n\n\n"),
+    ] {
+        let path = dir.join(name);
+        if name.ends_with(".gz") {
+            std::fs::write(&path, gzip(text)).unwrap();
+        } else {
+            std::fs::write(&path, text).unwrap();
+        }
+        let err = open_err(TokenizerKind::Clip, &path);
+        assert!(matches!(err, TextError::NotClipVocab { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .ends_with("it has no merge lines after the header line"),
+            "{err}"
+        );
+    }
+
+    let malformed = dir.join("malformed.txt.gz");
+    std::fs::write(&malformed, gzip("#version: 0.2\nt h\nth e </w>\n")).unwrap();
+    let err = open_err(TokenizerKind::Clip, &malformed);
     assert!(
         err.to_string()
-            .ends_with("it has 3 merge lines after the header, CLIP needs 48894"),
+            .ends_with("line 3 is \"th e </w>\", not two symbols separated by a space"),
         "{err}"
     );
 
     // A merge whose halves are not in the vocabulary built so far.
-    let mut text = String::from("#version: 0.2\n");
-    text.push_str(&"i n\n".repeat(48893));
-    text.push_str("zz qq\n");
-    let bad = dir.join("bad.txt.gz");
-    std::fs::write(&bad, gzip(&text)).unwrap();
-    let err = open_err(TokenizerKind::Clip, &bad);
+    let unknown = dir.join("unknown.txt");
+    std::fs::write(&unknown, "#version: 0.2\ni n\nzz qq\n").unwrap();
+    let err = open_err(TokenizerKind::Clip, &unknown);
     assert!(matches!(err, TextError::NotClipVocab { .. }), "{err:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -12,6 +12,7 @@ use ldm_train::autoencoder::train::{self as train_autoencoder, TrainArgs};
 use ldm_train::diffusion::bench::{
     self as diffusion_bench, DiffusionBenchArgs, DiffusionBenchMode,
 };
+use ldm_train::diffusion::config::ParameterizationName;
 use ldm_train::diffusion::eval::{self as diffusion_eval, EvalDiffusionArgs};
 use ldm_train::diffusion::retrieval::{self, RetrievalArgs};
 use ldm_train::diffusion::sample::{self, SampleArgs};
@@ -19,6 +20,8 @@ use ldm_train::diffusion::sampler::{SampleSpec, SamplerKind, SpacingName};
 use ldm_train::diffusion::train as diffusion_train;
 use ldm_train::interop::export::{self, ExportArgs, Target};
 use ldm_train::interop::import::{self, Format, ImportArgs};
+use ldm_train::interop::pipeline_config::Heads;
+use ldm_train::interop::pipeline_import::{self, PipelineOptions};
 use ldm_train::shared::backend::{dispatch, DeviceArg, Job};
 use ldm_train::shared::run_dir::RunArgs;
 use ldm_train::shared::shipped;
@@ -37,9 +40,9 @@ struct Cli {
 enum Command {
     /// Train a first-stage autoencoder (KL or VQ) from a TOML config.
     Autoencoder(TrainCli),
-    /// Train a latent diffusion model (unconditional or class-conditional)
-    /// on the cached latents of a frozen autoencoder.
-    Diffusion(RunOpts),
+    /// Train a latent diffusion model (unconditional, class- or
+    /// text-conditional) on the cached latents of a frozen autoencoder.
+    Diffusion(TrainCli),
     /// Encode a diffusion config's dataset into its latent cache (the
     /// `diffusion` command does this itself when the cache is missing or stale).
     CacheLatents(RunOpts),
@@ -56,11 +59,14 @@ enum Command {
     /// Measure training-step speed and memory.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Import autoencoder weights (diffusers folder or CompVis/SD file) as a
-    /// step-0 checkpoint that `eval`, `export` and `--init-from` accept.
+    /// Import weights (a diffusers folder or a CompVis/SD file): a whole
+    /// Stable Diffusion pipeline as a diffusion run directory that `sample`,
+    /// `export` and `diffusion --init-from` accept, or an autoencoder alone
+    /// as a step-0 checkpoint.
     Import(ImportCli),
-    /// Export a checkpoint's autoencoder as a diffusers folder or an
-    /// LDM/SD-style `first_stage_model.*` safetensors file.
+    /// Export a checkpoint as a diffusers folder or a CompVis/SD-style
+    /// safetensors file: an autoencoder, or a diffusion model with a CLIP
+    /// text encoder as a whole pipeline.
     Export(ExportCli),
 }
 
@@ -92,10 +98,107 @@ struct ImportCli {
     /// vq-f8.toml for VQ).
     #[arg(long, value_name = "NAME")]
     base_config: Option<String>,
-    /// `--from ldm` only: GroupNorm groups of the weights (default 32, as the
-    /// reference hard-codes; shapes cannot reveal it).
+    /// `--from ldm` only: GroupNorm groups of the autoencoder (default 32, as
+    /// the reference hard-codes; shapes cannot reveal it).
     #[arg(long, value_name = "N")]
     norm_groups: Option<usize>,
+    /// What to import: `autoencoder` (the first stage alone) or `diffusion`
+    /// (the whole text-to-image pipeline: UNet, first stage, CLIP text
+    /// encoder, schedule; OUT becomes a run directory). Default: diffusion
+    /// when the source has a UNet.
+    #[arg(long, value_enum)]
+    model: Option<ImportModel>,
+    /// Pipelines from `--from ldm`: attention heads of the UNet (default 8
+    /// with 1×1-conv projections as in SD 1.x; see --unet-head-channels).
+    #[arg(long, value_name = "N", conflicts_with = "unet_head_channels")]
+    unet_heads: Option<usize>,
+    /// Pipelines from `--from ldm`: channels per UNet head (default 64 with
+    /// Linear projections, as in SD 2.x).
+    #[arg(long, value_name = "D")]
+    unet_head_channels: Option<usize>,
+    /// Pipelines from `--from ldm`: GroupNorm groups of the UNet (default 32).
+    #[arg(long, value_name = "N")]
+    unet_norm_groups: Option<usize>,
+    /// Pipelines from `--from ldm`: attention heads of the CLIP text encoder
+    /// (default: 64 channels each, as OpenAI's CLIP).
+    #[arg(long, value_name = "N")]
+    text_heads: Option<usize>,
+    /// Pipelines: what the UNet predicts, `eps`, `v` or `x0` (default: the
+    /// scheduler config's; ε for a single file).
+    #[arg(long, value_name = "P", value_parser = parse_parameterization)]
+    parameterization: Option<ParameterizationName>,
+    /// Pipelines: latent scale factor (default: the VAE config's
+    /// scaling_factor, or the single file's `scale_factor`, else 0.18215).
+    #[arg(long, value_name = "F")]
+    scale_factor: Option<f64>,
+    /// Pipelines: image side in pixels the checkpoint samples at (default:
+    /// the UNet's sample_size times the VAE's factor; 512 for a single file).
+    #[arg(long, value_name = "PX")]
+    image_size: Option<u32>,
+    /// Pipelines: the CLIP tokenizer, a `bpe_simple_vocab_16e6.txt.gz`-style
+    /// merges file or a transformers tokenizer folder (default: the
+    /// pipeline's tokenizer/, or for a single file the copy
+    /// `scripts/setup.sh` fetched).
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+}
+
+/// What `import` reads from a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ImportModel {
+    /// The first-stage autoencoder alone.
+    Autoencoder,
+    /// The whole pipeline as a diffusion checkpoint.
+    Diffusion,
+}
+
+fn parse_parameterization(s: &str) -> Result<ParameterizationName, String> {
+    match s {
+        "eps" => Ok(ParameterizationName::Eps),
+        "v" => Ok(ParameterizationName::V),
+        "x0" => Ok(ParameterizationName::X0),
+        _ => Err(format!("`{s}`: expected eps, v or x0")),
+    }
+}
+
+impl ImportCli {
+    fn run(self) -> Result<()> {
+        let pipeline = match self.model {
+            Some(m) => m == ImportModel::Diffusion,
+            None => pipeline_import::has_unet(self.from, &self.path)?,
+        };
+        if !pipeline {
+            return import::run(&ImportArgs {
+                from: self.from,
+                path: self.path,
+                out: self.out,
+                base_config: self.base_config,
+                norm_groups: self.norm_groups,
+            })
+            .map(|_| ());
+        }
+        let opts = PipelineOptions {
+            unet_heads: self
+                .unet_heads
+                .map(Heads::Count)
+                .or(self.unet_head_channels.map(Heads::Width)),
+            unet_norm_groups: self.unet_norm_groups,
+            norm_groups: self.norm_groups,
+            text_heads: self.text_heads,
+            parameterization: self.parameterization,
+            scale_factor: self.scale_factor,
+            image_size: self.image_size,
+            tokenizer: self.tokenizer,
+        };
+        pipeline_import::run(
+            self.from,
+            &self.path,
+            &self.out,
+            self.base_config.as_deref(),
+            &opts,
+        )
+        .map(|_| ())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -103,10 +206,13 @@ struct ExportCli {
     /// Checkpoint directory, checkpoints/ directory or run directory.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Target format: `diffusers` (folder: config.json +
+    /// Target format. Autoencoders: `diffusers` (folder: config.json +
     /// diffusion_pytorch_model.safetensors; scaling_factor = 1/latent std of
     /// the checkpoint if recorded, else 0.18215 for KL, 1.0 for VQ) or `ldm`
-    /// (one .safetensors with `first_stage_model.` keys).
+    /// (one .safetensors with `first_stage_model.` keys). Diffusion models
+    /// with a CLIP text encoder: `diffusers` (a StableDiffusionPipeline
+    /// folder, EMA weights) or `ldm` (a Stable Diffusion single file,
+    /// `model_ema.*` included).
     #[arg(long, value_enum)]
     to: Target,
     /// Output folder (diffusers) or file (ldm).
@@ -151,9 +257,10 @@ impl RunOpts {
 struct TrainCli {
     #[command(flatten)]
     run: RunOpts,
-    /// Start a fresh run from a checkpoint's autoencoder weights (e.g. one
-    /// made by `ldm-train import`); its [model] must equal the config's.
-    /// Discriminator and optimizers start fresh.
+    /// Start a fresh run from a checkpoint's weights (e.g. one made by
+    /// `ldm-train import`); its [model] must equal the config's. Autoencoder:
+    /// discriminator and optimizers start fresh. Diffusion: the weights are
+    /// the checkpoint's EMA when it kept one; optimizer and EMA start fresh.
     #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
     init_from: Option<PathBuf>,
 }
@@ -419,13 +526,21 @@ impl Job for TrainJob {
     }
 }
 
-struct DiffusionJob(RunArgs, bool);
+/// `diffusion` (with `--init-from`, if given) or, without a run,
+/// `cache-latents`.
+enum DiffusionJob {
+    Train(RunArgs, Option<PathBuf>),
+    Cache(RunArgs),
+}
 impl Job for DiffusionJob {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        if self.1 {
-            diffusion_train::cache_only::<B::InnerBackend>(self.0, device)
-        } else {
-            diffusion_train::run::<B>(self.0, device)
+        match self {
+            DiffusionJob::Cache(args) => {
+                diffusion_train::cache_only::<B::InnerBackend>(args, device)
+            }
+            DiffusionJob::Train(args, init) => {
+                diffusion_train::run::<B>(args, init.as_deref(), device)
+            }
         }
     }
 }
@@ -527,13 +642,13 @@ fn main() -> ExitCode {
             let init_from = t.init_from;
             dispatch(dev, TrainJob(TrainArgs { run, init_from }))
         }
-        Command::Diffusion(d) => {
-            let (dev, args) = d.split();
-            dispatch(dev, DiffusionJob(args, false))
+        Command::Diffusion(t) => {
+            let (dev, args) = t.run.split();
+            dispatch(dev, DiffusionJob::Train(args, t.init_from))
         }
         Command::CacheLatents(d) => {
             let (dev, args) = d.split();
-            dispatch(dev, DiffusionJob(args, true))
+            dispatch(dev, DiffusionJob::Cache(args))
         }
         Command::Sample(s) => {
             let args = SampleArgs {
@@ -581,14 +696,7 @@ fn main() -> ExitCode {
         Command::Eval(EvalCommand::Autoencoder(e)) => dispatch(e.device.arg, EvalJob(e)),
         Command::Bench(BenchCommand::Autoencoder(b)) => dispatch(b.device.arg, BenchJob(b)),
         Command::Bench(BenchCommand::Diffusion(b)) => dispatch(b.device.arg, BenchDiffusionJob(b)),
-        Command::Import(i) => import::run(&ImportArgs {
-            from: i.from,
-            path: i.path,
-            out: i.out,
-            base_config: i.base_config,
-            norm_groups: i.norm_groups,
-        })
-        .map(|_| ()),
+        Command::Import(i) => i.run(),
         Command::Export(e) => export::run(&ExportArgs {
             checkpoint: e.checkpoint,
             to: e.to,

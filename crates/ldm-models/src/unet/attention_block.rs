@@ -11,13 +11,13 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::Tensor;
 
 use crate::norm::GroupNorm;
-use crate::unet::resblock::{UNET_NORM_EPS, UNET_NORM_GROUPS};
+use crate::unet::resblock::UNET_NORM_EPS;
 
 /// GN → one 1×1 `qkv` conv → per-head attention → zero-init 1×1 `proj_out`,
 /// residual.
 #[derive(Module, Debug)]
 pub struct AttentionBlock<B: Backend> {
-    /// GroupNorm(32, eps 1e-5).
+    /// GroupNorm(the UNet's groups, eps 1e-5).
     pub norm: GroupNorm<B>,
     /// channels → 3·channels, laid out head by head as `[q, k, v]` (the
     /// legacy order: `qkv.reshape(B·H, 3·ch, T).split(ch)`).
@@ -29,14 +29,15 @@ pub struct AttentionBlock<B: Backend> {
 }
 
 impl<B: Backend> AttentionBlock<B> {
-    /// Self-attention over a `channels`-wide map with `heads` heads.
-    pub fn new(channels: usize, heads: usize, device: &B::Device) -> Self {
+    /// Self-attention over a `channels`-wide map with `heads` heads,
+    /// normalized in `groups` groups.
+    pub fn new(channels: usize, heads: usize, groups: usize, device: &B::Device) -> Self {
         assert!(
             channels.is_multiple_of(heads),
             "AttentionBlock: {channels} channels do not split into {heads} heads"
         );
         Self {
-            norm: GroupNorm::new(UNET_NORM_GROUPS, channels, UNET_NORM_EPS, device),
+            norm: GroupNorm::new(groups, channels, UNET_NORM_EPS, device),
             qkv: Conv1dConfig::new(channels, 3 * channels, 1).init(device),
             proj_out: Conv1dConfig::new(channels, channels, 1)
                 .with_initializer(Initializer::Zeros)

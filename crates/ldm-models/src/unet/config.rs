@@ -49,10 +49,20 @@ pub struct UNetConfig {
     /// Classes of the label embedding added to the time embedding (`adm`).
     #[serde(default)]
     pub num_classes: Option<usize>,
+    /// Groups of every GroupNorm. The reference hard-codes 32 (`GroupNorm32`);
+    /// diffusers' `norm_num_groups` makes it a setting, which small test
+    /// models use (a 32-wide level normalized in 32 groups normalizes each
+    /// channel alone and cancels the time embedding a ResBlock adds).
+    #[serde(default = "thirty_two")]
+    pub norm_groups: usize,
 }
 
 fn one() -> usize {
     1
+}
+
+fn thirty_two() -> usize {
+    UNET_NORM_GROUPS
 }
 
 impl UNetConfig {
@@ -92,9 +102,10 @@ impl UNetConfig {
         }
         for &m in &self.channel_mult {
             let ch = m * mc;
-            if !ch.is_multiple_of(UNET_NORM_GROUPS) {
+            if self.norm_groups == 0 || !ch.is_multiple_of(self.norm_groups) {
                 return Err(format!(
-                    "channel_mult/model_channels: width {ch} does not split into {UNET_NORM_GROUPS} norm groups"
+                    "channel_mult/model_channels: width {ch} does not split into norm_groups = {} groups",
+                    self.norm_groups
                 ));
             }
             let (heads, d) = self.heads(ch);

@@ -111,6 +111,7 @@ impl<B: Backend> UNet<B> {
                 emb_dim,
                 cfg.dropout,
                 cfg.use_scale_shift_norm,
+                cfg.norm_groups,
                 device,
             ))
         };
@@ -119,6 +120,7 @@ impl<B: Backend> UNet<B> {
             if cfg.use_spatial_transformer {
                 UNetLayer::Transformer(SpatialTransformer::new(
                     ch,
+                    cfg.norm_groups,
                     heads,
                     dim_head,
                     cfg.transformer_depth,
@@ -127,7 +129,7 @@ impl<B: Backend> UNet<B> {
                     device,
                 ))
             } else {
-                UNetLayer::Attention(AttentionBlock::new(ch, heads, device))
+                UNetLayer::Attention(AttentionBlock::new(ch, heads, cfg.norm_groups, device))
             }
         };
         let mut input_blocks = vec![vec![UNetLayer::Conv(conv3_init(
@@ -185,7 +187,7 @@ impl<B: Backend> UNet<B> {
             middle_block,
             output_blocks,
             out: vec![
-                unet_norm(ch, device),
+                unet_norm(cfg.norm_groups, ch, device),
                 Layer::Silu(Silu),
                 Layer::Conv(conv3_init(mc, cfg.out_channels, true, device)),
             ],

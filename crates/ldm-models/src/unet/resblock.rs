@@ -14,17 +14,13 @@ use crate::sequential::{run, Layer, Silu};
 /// Epsilon of the UNet's `normalization()` (PyTorch's GroupNorm default; the
 /// autoencoder and the spatial transformer use 1e-6).
 pub const UNET_NORM_EPS: f64 = 1e-5;
-/// Groups of every UNet GroupNorm (`GroupNorm32`).
+/// Groups of the reference's UNet GroupNorm (`GroupNorm32`), the default of
+/// [`crate::UNetConfig::norm_groups`].
 pub const UNET_NORM_GROUPS: usize = 32;
 
-/// The UNet's `normalization(channels)`: GroupNorm(32, channels, eps 1e-5).
-pub fn unet_norm<B: Backend>(channels: usize, device: &B::Device) -> Layer<B> {
-    Layer::Norm(GroupNorm::new(
-        UNET_NORM_GROUPS,
-        channels,
-        UNET_NORM_EPS,
-        device,
-    ))
+/// The UNet's `normalization(channels)`: GroupNorm(`groups`, channels, eps 1e-5).
+pub fn unet_norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> Layer<B> {
+    Layer::Norm(GroupNorm::new(groups, channels, UNET_NORM_EPS, device))
 }
 
 /// A 3×3 conv with padding 1; `zero` gives the reference's `zero_module`
@@ -63,19 +59,21 @@ pub struct ResBlock<B: Backend> {
 }
 
 impl<B: Backend> ResBlock<B> {
-    /// A block from `cin` to `cout` channels taking an `emb_dim` embedding.
+    /// A block from `cin` to `cout` channels taking an `emb_dim` embedding,
+    /// its GroupNorms in `groups` groups.
     pub fn new(
         cin: usize,
         cout: usize,
         emb_dim: usize,
         dropout: f64,
         scale_shift: bool,
+        groups: usize,
         device: &B::Device,
     ) -> Self {
         let emb_out = if scale_shift { 2 * cout } else { cout };
         Self {
             in_layers: vec![
-                unet_norm(cin, device),
+                unet_norm(groups, cin, device),
                 Layer::Silu(Silu),
                 Layer::Conv(conv3_init(cin, cout, false, device)),
             ],
@@ -84,7 +82,7 @@ impl<B: Backend> ResBlock<B> {
                 Layer::Linear(LinearConfig::new(emb_dim, emb_out).init(device)),
             ],
             out_layers: vec![
-                unet_norm(cout, device),
+                unet_norm(groups, cout, device),
                 Layer::Silu(Silu),
                 Layer::Dropout(DropoutConfig::new(dropout).init()),
                 Layer::Conv(conv3_init(cout, cout, true, device)),

@@ -15,7 +15,6 @@ use burn::tensor::Tensor;
 use crate::norm::GroupNorm;
 use crate::resnet::conv1;
 use crate::unet::cross_attention::CrossAttention;
-use crate::unet::resblock::UNET_NORM_GROUPS;
 
 /// Epsilon of the transformer's input GroupNorm (ldm `Normalize`).
 pub const TRANSFORMER_NORM_EPS: f64 = 1e-6;
@@ -131,7 +130,7 @@ impl<B: Backend> BasicTransformerBlock<B> {
 /// → zero-init 1×1 `proj_out`, added to the input.
 #[derive(Module, Debug)]
 pub struct SpatialTransformer<B: Backend> {
-    /// Input normalization (32 groups, eps 1e-6).
+    /// Input normalization (the UNet's groups, eps 1e-6).
     pub norm: GroupNorm<B>,
     /// channels → heads·d.
     pub proj_in: Conv2d<B>,
@@ -142,9 +141,11 @@ pub struct SpatialTransformer<B: Backend> {
 }
 
 impl<B: Backend> SpatialTransformer<B> {
-    /// A transformer over a `channels`-wide map.
+    /// A transformer over a `channels`-wide map, normalized in `groups` groups.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         channels: usize,
+        groups: usize,
         heads: usize,
         dim_head: usize,
         depth: usize,
@@ -154,7 +155,7 @@ impl<B: Backend> SpatialTransformer<B> {
     ) -> Self {
         let inner = heads * dim_head;
         Self {
-            norm: GroupNorm::new(UNET_NORM_GROUPS, channels, TRANSFORMER_NORM_EPS, device),
+            norm: GroupNorm::new(groups, channels, TRANSFORMER_NORM_EPS, device),
             proj_in: conv1(channels, inner, device),
             transformer_blocks: (0..depth)
                 .map(|_| {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
-use ldm_models::conditioner::BertModel;
+use ldm_models::conditioner::{BertModel, ClipTextModel};
 use ldm_text::{TextTokenizer, Tokenized, TokenizerKind};
 
 use crate::diffusion::config::{ConditioningConfig, TextEncoderKind};
@@ -169,7 +169,7 @@ impl TextFiles {
         )?;
         let frozen = match c.text_encoder() {
             TextEncoderKind::Transformer => None,
-            TextEncoderKind::Minilm => {
+            TextEncoderKind::Minilm | TextEncoderKind::Clip => {
                 let file = |name: &str| {
                     let what = "conditioning.encoder_dir: the frozen text encoder";
                     assets::locate("", enc_dir.join(name), what, "")
@@ -184,7 +184,7 @@ impl TextFiles {
     pub fn in_checkpoint(dir: &Path, c: &ConditioningConfig) -> TextFiles {
         TextFiles {
             tokenizer: dir.join(tokenizer_file_name(c.tokenizer_kind())),
-            frozen: (c.text_encoder() == TextEncoderKind::Minilm).then(|| {
+            frozen: (c.text_encoder() != TextEncoderKind::Transformer).then(|| {
                 (
                     dir.join(FROZEN_ENCODER_CONFIG),
                     dir.join(FROZEN_ENCODER_WEIGHTS),
@@ -213,13 +213,80 @@ impl TextFiles {
     }
 }
 
+/// A pretrained text encoder kept frozen: its hidden states are the context.
+// One per model, never in a collection: the size gap costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum FrozenEncoder<B: Backend> {
+    /// all-MiniLM-L6-v2 (BERT): reads the attention mask.
+    Minilm(BertModel<B>),
+    /// A CLIP text encoder: causal, so padding never reaches the real
+    /// tokens; like Stable Diffusion, no mask is passed and the padding
+    /// positions' states stay in the context.
+    Clip(ClipTextModel<B>),
+}
+
+impl<B: Backend> FrozenEncoder<B> {
+    /// Loads the `kind` encoder from transformers' `config` and weights.
+    fn load(
+        kind: TextEncoderKind,
+        config: &Path,
+        weights: &Path,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let loaded = match kind {
+            TextEncoderKind::Minilm => {
+                BertModel::load_files(config, weights, device).map(Self::Minilm)
+            }
+            TextEncoderKind::Clip => {
+                ClipTextModel::load_files(config, weights, device).map(Self::Clip)
+            }
+            TextEncoderKind::Transformer => {
+                unreachable!("the text transformer is trained, not frozen")
+            }
+        };
+        loaded.map_err(|e| anyhow::anyhow!("conditioning.encoder_dir: {e}"))
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Minilm(m) => m.hidden_size(),
+            Self::Clip(m) => m.hidden_size(),
+        }
+    }
+
+    /// Rows of the token table: the ids the encoder can read.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Minilm(m) => m.embeddings.word_embeddings.weight.dims()[0],
+            Self::Clip(m) => m.embeddings.token_embedding.weight.dims()[0],
+        }
+    }
+
+    /// Positions the encoder has (the longest context it can read).
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Minilm(m) => m.embeddings.position_embeddings.weight.dims()[0],
+            Self::Clip(m) => m.embeddings.position_embedding.weight.dims()[0],
+        }
+    }
+
+    /// `[B, T, D]` hidden states of `ids` (`mask`: true at real tokens).
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        match self {
+            Self::Minilm(m) => m.forward(ids, mask),
+            Self::Clip(m) => m.forward(ids),
+        }
+    }
+}
+
 /// The text side of a text-conditioned model that is not trained: the
-/// tokenizer and, for `minilm`, the frozen encoder.
+/// tokenizer and, for `minilm` and `clip`, the frozen encoder.
 pub struct TextSide<B: Backend> {
     /// Captions → token ids.
     pub tokenizer: TextTokenizer,
     /// The frozen encoder (None: the trained text transformer encodes).
-    pub frozen: Option<BertModel<B>>,
+    pub frozen: Option<FrozenEncoder<B>>,
     /// Prompts already warned about being truncated.
     warned: Mutex<HashSet<String>>,
     /// The frozen encoder's context per prompt, `[T·D]` values each.
@@ -237,10 +304,26 @@ impl<B: Backend> TextSide<B> {
             .map_err(|e| anyhow::anyhow!("conditioning.tokenizer_file: {e}"))?;
         let frozen = match &files.frozen {
             None => None,
-            Some((config, weights)) => Some(
-                BertModel::load_files(config, weights, device)
-                    .map_err(|e| anyhow::anyhow!("conditioning.encoder_dir: {e}"))?,
-            ),
+            Some((config, weights)) => {
+                let enc = FrozenEncoder::load(c.text_encoder(), config, weights, device)?;
+                let (vocab, table) = (tokenizer.vocab_size(), enc.vocab_size());
+                if vocab > table {
+                    bail!(
+                        "conditioning.tokenizer_file: {} has {vocab} tokens, but the frozen encoder's \
+                         table ({}) has {table} rows; they are not a pair",
+                        files.tokenizer.display(),
+                        weights.display()
+                    );
+                }
+                if c.context_length > enc.max_positions() {
+                    bail!(
+                        "conditioning.context_length: {} tokens, but the frozen encoder has {} positions",
+                        c.context_length,
+                        enc.max_positions()
+                    );
+                }
+                Some(enc)
+            }
         };
         Ok(Self {
             tokenizer,
@@ -288,7 +371,7 @@ impl<B: Backend> TextSide<B> {
     /// caption comes round.
     fn frozen_context(
         &self,
-        model: &BertModel<B>,
+        model: &FrozenEncoder<B>,
         prompt: &str,
         tok: &Tokenized,
         device: &B::Device,

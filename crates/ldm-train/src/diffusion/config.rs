@@ -186,6 +186,11 @@ pub enum TextEncoderKind {
     /// The pretrained all-MiniLM-L6-v2 (a 6-layer BERT, width 384), frozen;
     /// its per-token hidden states are the context.
     Minilm,
+    /// A CLIP text encoder (transformers `CLIPTextModel`; Stable Diffusion
+    /// 1.x's conditioner), frozen; its last hidden states are the context.
+    /// Its weights come from `encoder_dir` (e.g. what `ldm-train import`
+    /// wrote from a Stable Diffusion pipeline); it reads CLIP BPE tokens.
+    Clip,
 }
 
 impl TextEncoderKind {
@@ -194,6 +199,7 @@ impl TextEncoderKind {
         match self {
             TextEncoderKind::Transformer => "transformer",
             TextEncoderKind::Minilm => "minilm",
+            TextEncoderKind::Clip => "clip",
         }
     }
 }
@@ -213,7 +219,7 @@ pub struct ConditioningConfig {
     /// unconditional model.
     #[serde(default = "dropout_default")]
     pub dropout: f64,
-    /// Text: `transformer` (trained jointly) or `minilm` (frozen).
+    /// Text: `transformer` (trained jointly), or `minilm` / `clip` (frozen).
     #[serde(default)]
     pub encoder: Option<TextEncoderKind>,
     /// Text transformer width (reference txt2img: 1280); the context width.
@@ -241,8 +247,10 @@ pub struct ConditioningConfig {
     /// a warning).
     #[serde(default = "seventy_seven")]
     pub context_length: usize,
-    /// `minilm`: folder with `config.json` and `model.safetensors`; empty =
-    /// the copy `scripts/setup.sh` fetched. A checkpoint keeps its own copy.
+    /// `minilm` / `clip`: folder with `config.json` and `model.safetensors`
+    /// (transformers' `save_pretrained` layout); empty = the MiniLM copy
+    /// `scripts/setup.sh` fetched (`clip` has no default: its weights come
+    /// from an imported model). A checkpoint keeps its own copy.
     #[serde(default)]
     pub encoder_dir: String,
 }
@@ -272,9 +280,13 @@ impl ConditioningConfig {
         self.encoder.unwrap_or_default()
     }
 
-    /// The tokenizer kind (`wordpiece` unless set).
+    /// The tokenizer kind (unless set: `clip` for the clip encoder, else
+    /// `wordpiece`).
     pub fn tokenizer_kind(&self) -> TokenizerKind {
-        self.tokenizer.unwrap_or(TokenizerKind::Wordpiece)
+        self.tokenizer.unwrap_or(match self.text_encoder() {
+            TextEncoderKind::Clip => TokenizerKind::Clip,
+            _ => TokenizerKind::Wordpiece,
+        })
     }
 
     /// Checks the text keys; `context_dim` is the UNet's.
@@ -306,6 +318,22 @@ impl ConditioningConfig {
                 }
                 if context_dim.is_none() {
                     bail!("model.unet.context_dim: set it to the encoder's width (384 for all-MiniLM-L6-v2)");
+                }
+            }
+            TextEncoderKind::Clip => {
+                if self.n_embed.is_some() || self.n_layer.is_some() {
+                    bail!(
+                        "conditioning.n_embed / n_layer: the frozen clip encoder has its own shape"
+                    );
+                }
+                if self.tokenizer_kind() != TokenizerKind::Clip {
+                    bail!("conditioning.tokenizer: the clip encoder reads CLIP BPE tokens; set \"clip\"");
+                }
+                if self.encoder_dir.is_empty() {
+                    bail!("conditioning.encoder_dir: the clip encoder's weights (a folder with config.json and model.safetensors, e.g. the text_encoder/ that `ldm-train import` writes)");
+                }
+                if context_dim.is_none() {
+                    bail!("model.unet.context_dim: set it to the encoder's width (768 for Stable Diffusion 1.x)");
                 }
             }
         }
@@ -550,26 +578,43 @@ fn guidance_default() -> f64 {
     3.0
 }
 
+/// The noise schedule of the `[model]` keys of the same names.
+pub fn noise_schedule(
+    beta_schedule: BetaScheduleName,
+    (linear_start, linear_end): (f64, f64),
+    cosine_s: f64,
+    timesteps: usize,
+    zero_terminal_snr: bool,
+) -> NoiseSchedule {
+    let kind = match beta_schedule {
+        BetaScheduleName::Linear => BetaSchedule::ScaledLinear {
+            start: linear_start,
+            end: linear_end,
+        },
+        BetaScheduleName::SqrtLinear => BetaSchedule::Linear {
+            start: linear_start,
+            end: linear_end,
+        },
+        BetaScheduleName::Cosine => BetaSchedule::Cosine { s: cosine_s },
+    };
+    let s = NoiseSchedule::new(kind, timesteps);
+    if zero_terminal_snr {
+        s.rescale_zero_terminal_snr()
+    } else {
+        s
+    }
+}
+
 impl DiffusionModelConfig {
     /// The noise schedule these settings describe.
     pub fn schedule(&self) -> NoiseSchedule {
-        let kind = match self.beta_schedule {
-            BetaScheduleName::Linear => BetaSchedule::ScaledLinear {
-                start: self.linear_start,
-                end: self.linear_end,
-            },
-            BetaScheduleName::SqrtLinear => BetaSchedule::Linear {
-                start: self.linear_start,
-                end: self.linear_end,
-            },
-            BetaScheduleName::Cosine => BetaSchedule::Cosine { s: self.cosine_s },
-        };
-        let s = NoiseSchedule::new(kind, self.timesteps);
-        if self.zero_terminal_snr {
-            s.rescale_zero_terminal_snr()
-        } else {
-            s
-        }
+        noise_schedule(
+            self.beta_schedule,
+            (self.linear_start, self.linear_end),
+            self.cosine_s,
+            self.timesteps,
+            self.zero_terminal_snr,
+        )
     }
 }
 
@@ -755,11 +800,13 @@ mod tests {
                     TextEncoderKind::Transformer => {
                         Some(Cond::Tokens(Tensor::from_data([[1i64, 42, 2]], &dev)))
                     }
-                    TextEncoderKind::Minilm => Some(Cond::Context(Tensor::random(
-                        [1, 5, u.context_dim.unwrap()],
-                        Distribution::Normal(0.0, 1.0),
-                        &dev,
-                    ))),
+                    TextEncoderKind::Minilm | TextEncoderKind::Clip => {
+                        Some(Cond::Context(Tensor::random(
+                            [1, 5, u.context_dim.unwrap()],
+                            Distribution::Normal(0.0, 1.0),
+                            &dev,
+                        )))
+                    }
                 },
             };
             let y = model.forward(x, &[500.0], cond);
@@ -786,6 +833,26 @@ mod tests {
             let msg = format!("{err:#}");
             assert!(msg.contains(key) && !msg.contains('\n'), "{set}: {msg}");
         }
+    }
+
+    #[test]
+    fn the_clip_encoder_needs_its_folder_and_its_tokens() {
+        let with = |extra: &[&str]| {
+            let mut v = vec!["conditioning.encoder=\"clip\"".to_string()];
+            v.extend(extra.iter().map(|s| s.to_string()));
+            load_run_config("tiny/txt2img-tux-minilm.toml", &v)
+        };
+        let clip_tokens = "conditioning.tokenizer=\"clip\"";
+        let err = format!("{:#}", with(&[clip_tokens]).unwrap_err());
+        assert!(err.contains("conditioning.encoder_dir"), "{err}");
+        let (cfg, _) = with(&[clip_tokens, "conditioning.encoder_dir=\"x\""]).unwrap();
+        assert_eq!(cfg.conditioning.text_encoder(), TextEncoderKind::Clip);
+        // That config reads WordPiece tokens: CLIP cannot.
+        let err = format!(
+            "{:#}",
+            with(&["conditioning.encoder_dir=\"x\""]).unwrap_err()
+        );
+        assert!(err.contains("conditioning.tokenizer"), "{err}");
     }
 
     #[test]

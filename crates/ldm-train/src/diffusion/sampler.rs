@@ -150,6 +150,32 @@ pub fn sample_latents<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
+    if let Some(c) = conds {
+        assert_eq!(c.len(), ids.len(), "one condition per sample id");
+    }
+    let x = noise_batch::<B>(seed, ids, None, shape, device);
+    let step_noise = |i: usize| noise_batch::<B>(seed, ids, Some(i), shape, device);
+    denoise(
+        model, text, schedule, param, spec, conds, x, step_noise, device,
+    )
+}
+
+/// Runs `spec`'s sampler from the initial noise `x` (`[n, C, h, w]`, in the
+/// scaled latent space); `step_noise(i)` is the noise a stochastic sampler
+/// adds at step `i`. [`sample_latents`] with noise from elsewhere (e.g. the
+/// same initial latents as another implementation).
+#[allow(clippy::too_many_arguments)]
+pub fn denoise<B: Backend>(
+    model: &LatentDiffusion<B>,
+    text: Option<&TextSide<B>>,
+    schedule: &NoiseSchedule,
+    param: Parameterization,
+    spec: &SampleSpec,
+    conds: Option<&Conditions>,
+    x: Tensor<B, 4>,
+    step_noise: impl FnMut(usize) -> Tensor<B, 4>,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
     if model.is_conditional() && conds.is_none() {
         bail!("the model is conditional: give the classes or prompts to sample");
     }
@@ -159,10 +185,6 @@ pub fn sample_latents<B: Backend>(
             spec.guidance
         );
     }
-    if let Some(c) = conds {
-        assert_eq!(c.len(), ids.len(), "one condition per sample id");
-    }
-    let x = noise_batch::<B>(seed, ids, None, shape, device);
     let ts = timesteps_for(spec, schedule.len())?;
     let cond = conds
         .map(|c| encode_conditions(c, text, device))
@@ -189,7 +211,6 @@ pub fn sample_latents<B: Backend>(
         model.forward(x, &tf, c)
     };
     let mut den = ClassifierFreeGuidance::new(inner, spec.guidance);
-    let step_noise = |i: usize| noise_batch::<B>(seed, ids, Some(i), shape, device);
     Ok(match spec.sampler {
         SamplerKind::Ddim => ddim(schedule, param, &ts, spec.eta, x, &mut den, step_noise),
         SamplerKind::Ddpm => ddpm(schedule, param, &ts, None, x, &mut den, step_noise),

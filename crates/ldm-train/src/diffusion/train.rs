@@ -30,14 +30,22 @@ use crate::shared::run_dir::{RunArgs, RunDir};
 use crate::shared::tensorboard::EventWriter;
 
 /// The frozen first stage, its fingerprint and its files for the checkpoint copy.
-struct FirstStage<B: Backend> {
-    ae: Autoencoder<B>,
-    fingerprint: String,
-    files: Vec<(&'static str, Vec<u8>)>,
-    factor: usize,
+pub(crate) struct FirstStage<B: Backend> {
+    /// The autoencoder.
+    pub(crate) ae: Autoencoder<B>,
+    /// `kind:digest of its weights`: what a diffusion checkpoint records of it.
+    pub(crate) fingerprint: String,
+    /// Its weights and config, as a diffusion checkpoint carries them.
+    pub(crate) files: Vec<(&'static str, Vec<u8>)>,
+    /// Its downsampling factor.
+    pub(crate) factor: usize,
 }
 
-fn first_stage<B: Backend>(cfg: &DiffusionRunConfig, device: &B::Device) -> Result<FirstStage<B>> {
+/// Loads `autoencoder.checkpoint` of `cfg` and checks its latent fits the UNet.
+pub(crate) fn first_stage<B: Backend>(
+    cfg: &DiffusionRunConfig,
+    device: &B::Device,
+) -> Result<FirstStage<B>> {
     let path = &cfg.autoencoder.checkpoint;
     let (ae, ae_cfg, ck) = load_autoencoder::<B>(path, device)
         .map_err(|e| anyhow::anyhow!("autoencoder.checkpoint: {e:#}"))?;
@@ -352,8 +360,75 @@ pub fn sample_grid<B: Backend>(
     Ok((v, ids.len(), hw.0, hw.1))
 }
 
-/// Trains a diffusion model on backend `B` as the args say.
-pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
+/// `--init-from`: checks that checkpoint `ck` fits the run (same `[model]`,
+/// same first stage, same classes) and moves its weights into `trainer`.
+/// Returns the scale factor its latents were trained with.
+fn init_from_checkpoint<B: AutodiffBackend>(
+    trainer: &mut DiffusionTrainer<B>,
+    ck: &checkpoint::LoadedCheckpoint,
+    config_name: &str,
+    stage_fingerprint: &str,
+    classes: &[String],
+) -> Result<Option<f64>> {
+    let ck_cfg: DiffusionRunConfig = config::of_checkpoint(ck)?;
+    let cfg = &trainer.cfg;
+    // The text files come from the checkpoint (as on resume), so only the
+    // conditioning settings that shape the model must agree.
+    let shape_of = |c: &DiffusionRunConfig| {
+        let mut c = c.conditioning.clone();
+        c.dropout = 0.0;
+        c.tokenizer_file.clear();
+        c.encoder_dir.clear();
+        c
+    };
+    if ck_cfg.model != cfg.model || shape_of(&ck_cfg) != shape_of(cfg) {
+        let mut changed: Vec<String> = config::changed_keys(&ck_cfg.model, &cfg.model)?
+            .into_iter()
+            .map(|k| format!("model.{k}"))
+            .collect();
+        changed.extend(
+            config::changed_keys(&shape_of(&ck_cfg), &shape_of(cfg))?
+                .into_iter()
+                .map(|k| format!("conditioning.{k}")),
+        );
+        bail!(
+            "{config_name}: differs from --init-from checkpoint {} ({}); start from that \
+             checkpoint's config.toml",
+            ck.dir.display(),
+            changed.join(", ")
+        );
+    }
+    if ck.state.autoencoder_fingerprint.as_deref() != Some(stage_fingerprint) {
+        bail!(
+            "autoencoder.checkpoint: not the autoencoder --init-from checkpoint {} was trained on (its latents would differ)",
+            ck.dir.display()
+        );
+    }
+    if ck.state.class_names.clone().unwrap_or_default() != classes {
+        bail!(
+            "data.root: its classes differ from those of --init-from checkpoint {}",
+            ck.dir.display()
+        );
+    }
+    let from = trainer.init_from(ck)?;
+    eprintln!(
+        "weights from {}/{from} (step {}); optimizer and EMA start fresh",
+        ck.dir.display(),
+        ck.state.step
+    );
+    Ok(ck.state.scale_factor)
+}
+
+/// Trains a diffusion model on backend `B` as the args say; `init_from`
+/// starts a fresh run from a checkpoint's weights.
+pub fn run<B: AutodiffBackend>(
+    args: RunArgs,
+    init_from: Option<&Path>,
+    device: B::Device,
+) -> Result<()> {
+    if args.resume.is_some() && init_from.is_some() {
+        bail!("--init-from starts a fresh run; it cannot be combined with --resume");
+    }
     let (cfg, src) = load_run_config(&args.config, &args.overrides)?;
     let resolved = toml::to_string(&cfg).context("cannot serialize the resolved config")?;
     let root = args.root();
@@ -379,7 +454,15 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
         )?),
         None => None,
     };
-    let text_files = match (is_text, &resume_dir) {
+    let init = match init_from {
+        Some(path) => Some(checkpoint::load(path, &[KIND_DIFFUSION])?),
+        None => None,
+    };
+    // So does `--init-from`: the weights were trained on its tokens.
+    let carried = resume_dir
+        .clone()
+        .or(init.as_ref().map(|ck| ck.dir.clone()));
+    let text_files = match (is_text, &carried) {
         (false, _) => None,
         (true, None) => Some(TextFiles::configured(&cfg.conditioning)?),
         (true, Some(dir)) => Some(TextFiles::in_checkpoint(dir, &cfg.conditioning)),
@@ -405,7 +488,8 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
     let mut trainer = DiffusionTrainer::<B>::new(cfg.clone(), n_classes, text, device.clone());
     let mut scale_factor = cfg.model.scale_factor;
     let mut position = DataPosition::default();
-    let fresh = args.resume.is_none();
+    // scale_by_std measures the first batch of a run from scratch only.
+    let fresh = args.resume.is_none() && init_from.is_none();
     match &resume_dir {
         Some(path) => {
             let ck = checkpoint::load(path, &[KIND_DIFFUSION])?;
@@ -448,6 +532,14 @@ pub fn run<B: AutodiffBackend>(args: RunArgs, device: B::Device) -> Result<()> {
         None => {
             run.ensure_fresh()?;
             run.truncate_metrics_after(0)?;
+            if let Some(ck) = &init {
+                let named = &classes[..n_classes.min(classes.len())];
+                if let Some(s) =
+                    init_from_checkpoint(&mut trainer, ck, &src.name, &stage.fingerprint, named)?
+                {
+                    scale_factor = s;
+                }
+            }
         }
     }
     run.write_config(&resolved)?;

@@ -121,6 +121,17 @@ fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(v, [values.len(), 1, 1, 1]), device)
 }
 
+/// `module` with the weights of file `name` (`model.safetensors` or
+/// `ema.safetensors`) of checkpoint `ck`.
+fn load_weights<B: Backend, M>(module: M, ck: &LoadedCheckpoint, name: &str) -> Result<M>
+where
+    M: burn_store::ModuleSnapshot<B> + Module<B>,
+{
+    let file = format!("{}/{name}", ck.dir.display());
+    let st = weights::parse(ck.file(name)?, &file)?;
+    weights::load(module, &st, NO_PREFIX, &file)
+}
+
 impl<B: AutodiffBackend> DiffusionTrainer<B> {
     /// A fresh trainer: weights from `train.seed`, step 0; `text` for a
     /// text model (its tokenizer sizes the text transformer).
@@ -161,14 +172,10 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
     /// Restores weights, EMA, optimizer state and step from a checkpoint.
     pub fn restore(&mut self, ck: &LoadedCheckpoint) -> Result<()> {
         let dir = ck.dir.display().to_string();
-        let file = format!("{dir}/model.safetensors");
-        let st = weights::parse(ck.file("model.safetensors")?, &file)?;
-        let model = weights::load(self.model.clone(), &st, NO_PREFIX, &file)?;
+        let model = load_weights(self.model.clone(), ck, "model.safetensors")?;
         self.model = stable_ids(model, "diffusion");
         if let Some(ema) = &mut self.ema {
-            let file = format!("{dir}/ema.safetensors");
-            let st = weights::parse(ck.file("ema.safetensors")?, &file)?;
-            ema.shadow = weights::load(ema.shadow.clone(), &st, NO_PREFIX, &file)?;
+            ema.shadow = load_weights(ema.shadow.clone(), ck, "ema.safetensors")?;
             ema.updates = ck.state.ema_updates.unwrap_or(0);
         }
         let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
@@ -180,6 +187,26 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
         self.micro = 0;
         self.pending.clear();
         Ok(())
+    }
+
+    /// `--init-from`: a fresh run (step 0, new optimizer) starting from the
+    /// weights of checkpoint `ck` — its EMA when it kept one, the weights its
+    /// samples show (a Stable Diffusion release is EMA weights) — with the
+    /// EMA restarted at them. Returns the file the weights came from.
+    pub fn init_from(&mut self, ck: &LoadedCheckpoint) -> Result<&'static str> {
+        let name = if ck.state.files.contains_key("ema.safetensors") {
+            "ema.safetensors"
+        } else {
+            "model.safetensors"
+        };
+        let model = load_weights(self.model.clone(), ck, name)?;
+        self.model = stable_ids(model, "diffusion");
+        self.ema = self
+            .cfg
+            .ema
+            .enabled
+            .then(|| Ema::new(&self.model, self.cfg.ema.decay));
+        Ok(name)
     }
 
     /// The files of a checkpoint of the current state (between steps).

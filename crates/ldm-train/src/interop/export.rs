@@ -17,8 +17,9 @@ use ldm_models::{AttnType, AutoencoderConfig, Regularizer};
 use serde_json::{json, Value};
 
 use crate::autoencoder::eval::load_autoencoder;
+use crate::diffusion::trainer::KIND_DIFFUSION;
 use crate::interop::key_map::{self, Direction, LDM_PREFIXES};
-use crate::shared::checkpoint::LatentStats;
+use crate::shared::checkpoint::{self, LatentStats};
 use crate::shared::weights::{self, NamedTensor};
 
 /// Target format.
@@ -62,6 +63,23 @@ fn attention_levels(m: &AutoencoderConfig) -> Vec<bool> {
         .collect()
 }
 
+/// diffusers' block type of each level: `with` where `attn` says the level
+/// has attention, `without` elsewhere; `up` lists the levels from the lowest
+/// resolution, as diffusers' `up_blocks.k` is our level L−1−k.
+pub(crate) fn block_types<'a>(
+    attn: &[bool],
+    with: &'a str,
+    without: &'a str,
+    up: bool,
+) -> Vec<&'a str> {
+    let name = |a: &bool| if *a { with } else { without };
+    if up {
+        attn.iter().rev().map(name).collect()
+    } else {
+        attn.iter().map(name).collect()
+    }
+}
+
 /// The diffusers `config.json` of a model; refuses what diffusers cannot express.
 pub fn diffusers_config(m: &AutoencoderConfig, scaling: f64) -> Result<Value> {
     if m.ch_mult.first() != Some(&1) {
@@ -72,28 +90,8 @@ pub fn diffusers_config(m: &AutoencoderConfig, scaling: f64) -> Result<Value> {
         );
     }
     let attn = attention_levels(m);
-    let down: Vec<&str> = attn
-        .iter()
-        .map(|a| {
-            if *a {
-                "AttnDownEncoderBlock2D"
-            } else {
-                "DownEncoderBlock2D"
-            }
-        })
-        .collect();
-    // up_blocks.k is our decoder level L−1−k.
-    let up: Vec<&str> = attn
-        .iter()
-        .rev()
-        .map(|a| {
-            if *a {
-                "AttnUpDecoderBlock2D"
-            } else {
-                "UpDecoderBlock2D"
-            }
-        })
-        .collect();
+    let down = block_types(&attn, "AttnDownEncoderBlock2D", "DownEncoderBlock2D", false);
+    let up = block_types(&attn, "AttnUpDecoderBlock2D", "UpDecoderBlock2D", true);
     let boc: Vec<usize> = m.ch_mult.iter().map(|k| k * m.ch).collect();
     let mut cfg = json!({
         "_diffusers_version": "0.42.1",
@@ -183,7 +181,7 @@ pub fn renamed(
 
 /// Writes `data` to `path` through a temporary file and a rename, so a crash
 /// never leaves a half-written file under the final name.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -193,8 +191,13 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// `ldm-train export`: writes the checkpoint's autoencoder in `args.to` format.
+/// `ldm-train export`: writes the checkpoint's model in `args.to` format —
+/// an autoencoder, or a whole diffusion pipeline
+/// ([`crate::interop::pipeline_export`]).
 pub fn run(args: &ExportArgs) -> Result<()> {
+    if checkpoint::kind_at(&args.checkpoint)? == KIND_DIFFUSION {
+        return crate::interop::pipeline_export::run(args);
+    }
     let (ae, cfg, ck) = load_autoencoder::<Flex>(&args.checkpoint, &Default::default())?;
     let m = &cfg.model;
     let tensors = renamed(weights::collect(&ae, "")?, m, args.to)?;

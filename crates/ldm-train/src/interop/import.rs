@@ -173,7 +173,7 @@ fn f32_values(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
 }
 
 /// The tensors of one weights file, whichever container holds them.
-enum TensorFile<'a> {
+pub(crate) enum TensorFile<'a> {
     /// A `.safetensors` file (borrows its bytes).
     Safetensors(SafeTensors<'a>),
     /// A PyTorch pickle; burn-store reads each tensor's data on demand.
@@ -184,7 +184,7 @@ impl<'a> TensorFile<'a> {
     /// Opens `path` (named `file` in messages): a PyTorch pickle by its
     /// extension (`.ckpt`, `.pt`, `.pth`, `.bin`), else safetensors parsed
     /// from `bytes`, which the caller keeps alive.
-    fn open(path: &Path, file: &str, bytes: &'a mut Vec<u8>) -> Result<Self> {
+    pub(crate) fn open(path: &Path, file: &str, bytes: &'a mut Vec<u8>) -> Result<Self> {
         if !matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("ckpt" | "pt" | "pth" | "bin")
@@ -215,16 +215,24 @@ impl<'a> TensorFile<'a> {
     }
 
     /// Every tensor name, sorted.
-    fn names(&self) -> BTreeSet<String> {
+    pub(crate) fn names(&self) -> BTreeSet<String> {
         match self {
             Self::Safetensors(st) => st.names().into_iter().cloned().collect(),
             Self::Pytorch(t) => t.keys().cloned().collect(),
         }
     }
 
+    /// The shape of tensor `key`, without reading its data.
+    pub(crate) fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        match self {
+            Self::Safetensors(st) => st.tensor(key).ok().map(|v| v.shape().to_vec()),
+            Self::Pytorch(t) => t.get(key).map(|s| s.shape.to_vec()),
+        }
+    }
+
     /// Tensor `key` as f32 data, with its source dtype when it was converted
     /// (F16, BF16 and F64 are; any other dtype is an error).
-    fn f32_data(&self, key: &str, file: &str) -> Result<(TensorData, Option<String>)> {
+    pub(crate) fn f32_data(&self, key: &str, file: &str) -> Result<(TensorData, Option<String>)> {
         let (values, shape, dtype) = match self {
             Self::Safetensors(st) => {
                 let view = st
@@ -257,6 +265,35 @@ impl<'a> TensorFile<'a> {
 
 // ---------------------------------------------------------------- diffusers
 
+/// A JSON file and its name for messages.
+pub(crate) fn read_json(path: &Path) -> Result<(Value, String)> {
+    let file = path.display().to_string();
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
+    let json =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{file}: not valid JSON ({e})"))?;
+    Ok((json, file))
+}
+
+/// The weights file of a diffusers model folder:
+/// `diffusion_pytorch_model.safetensors`, else its `.fp16` variant, else the
+/// PyTorch pickle `diffusion_pytorch_model.bin`.
+pub(crate) fn diffusers_weights(dir: &Path) -> Result<PathBuf> {
+    let found = [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "diffusion_pytorch_model.bin",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .find(|p| p.is_file());
+    found.with_context(|| {
+        format!(
+            "{}: no diffusion_pytorch_model.safetensors (nor .fp16.safetensors, nor .bin)",
+            dir.display()
+        )
+    })
+}
+
 /// Reads a diffusers autoencoder folder (or a pipeline folder with `vae/`);
 /// the weights are `diffusion_pytorch_model.safetensors`, else its `.fp16`
 /// variant, else the PyTorch pickle `diffusion_pytorch_model.bin`.
@@ -273,26 +310,9 @@ pub fn read_diffusers(dir: &Path) -> Result<Imported> {
             dir.display()
         );
     }
-    let cfg_path = dir.join("config.json");
-    let cfg_file = cfg_path.display().to_string();
-    let text = fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {cfg_file}"))?;
-    let json: Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{cfg_file}: not valid JSON ({e})"))?;
+    let (json, cfg_file) = read_json(&dir.join("config.json"))?;
     let model = config_from_diffusers(&json, &cfg_file)?;
-    let weights_path = [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-        "diffusion_pytorch_model.bin",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .find(|p| p.is_file());
-    let Some(weights_path) = weights_path else {
-        bail!(
-            "{}: no diffusion_pytorch_model.safetensors (nor .fp16.safetensors, nor .bin)",
-            dir.display()
-        );
-    };
+    let weights_path = diffusers_weights(&dir)?;
     let file = weights_path.display().to_string();
     let mut bytes = Vec::new();
     let source = TensorFile::open(&weights_path, &file, &mut bytes)?;
@@ -348,6 +368,16 @@ pub fn read_ldm(path: &Path, norm_groups: Option<usize>) -> Result<Imported> {
     let file = path.display().to_string();
     let mut bytes = Vec::new();
     let source = TensorFile::open(path, &file, &mut bytes)?;
+    first_stage_of(&source, &file, norm_groups)
+}
+
+/// The first stage inside an opened LDM / SD file (named `file` in messages).
+pub(crate) fn first_stage_of(
+    source: &TensorFile,
+    file: &str,
+    norm_groups: Option<usize>,
+) -> Result<Imported> {
+    let file = file.to_string();
     let names = source.names();
     let prefix = key_map::ldm_prefix(|k| names.contains(k)).with_context(|| {
         format!("{file}: no first-stage autoencoder in it (no `first_stage_model.encoder.conv_in.weight`)")

@@ -232,7 +232,6 @@ const UNET_FIXED: &[(&str, &[&str], &str)] = &[
     ("resnet_skip_time_act", &["false"], "our ResBlocks apply SiLU to the embedding"),
     ("dropout", &["0"], "our dropout also acts inside the transformers; set it in our config after import"),
     ("act_fn", &["\"silu\""], "our UNet uses SiLU"),
-    ("norm_num_groups", &["32"], "our UNet's GroupNorm has 32 groups (GroupNorm32)"),
     ("norm_eps", &["1e-5"], "our UNet's GroupNorm eps is 1e-5"),
     ("time_embedding_type", &["\"positional\""], "ours is the sinusoidal embedding"),
     ("time_embedding_act_fn", &["null"], "our embedding MLP ends in a Linear"),
@@ -465,6 +464,7 @@ pub fn unet_config_from_diffusers(cfg: &Value, file: &str) -> Result<DiffusersUn
             0 => None,
             n => Some(n),
         },
+        norm_groups: json_usize(cfg, "norm_num_groups", 32, file)?,
     };
     unet.validate()
         .map_err(|why| anyhow::anyhow!("{file}: the derived UNet is invalid: {why}"))?;

@@ -7,4 +7,7 @@ pub mod export;
 pub mod import;
 pub mod import_config;
 pub mod key_map;
+pub mod pipeline_config;
+pub mod pipeline_export;
+pub mod pipeline_import;
 pub mod unet_key_map;

@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::TensorData;
 use ldm_models::{UNet, UNetConfig};
 
 use crate::interop::key_map::Direction;
-use crate::shared::weights;
+use crate::shared::weights::{self, NamedTensor};
 
 /// How one tensor's layout differs between our UNet and diffusers'.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,33 +396,55 @@ impl UnetKeyMap {
         }
     }
 
-    /// Loads diffusers-named f32 `tensors` into `model` (built from the same
-    /// config as this table). Every tensor must rename to a parameter of the
+    /// How `naming` calls our parameter `ours`, and how its layout differs;
+    /// `None` when this architecture has no such parameter.
+    pub fn foreign_name(&self, ours: &str, naming: UnetNaming) -> Option<Mapped> {
+        let m = self.rename(ours, Direction::ToDiffusers)?;
+        Some(match naming {
+            UnetNaming::Diffusers => m,
+            // The CompVis modules are ours, in PyTorch: only LayerNorm's
+            // parameter names and the Linear layouts differ.
+            UnetNaming::CompVis => Mapped {
+                key: match ours.rsplit_once('.') {
+                    Some((head, "gamma")) => format!("{head}.weight"),
+                    Some((head, "beta")) => format!("{head}.bias"),
+                    _ => ours.to_string(),
+                },
+                layout: m.layout,
+            },
+        })
+    }
+
+    /// Loads f32 `tensors` named by `naming` into `model` (built from the
+    /// same config as this table). Every tensor must name a parameter of the
     /// model with the matching shape and every parameter must be given;
-    /// otherwise one error (from `file`) names each offending diffusers key.
+    /// otherwise one error (from `file`) names each offending key as the
+    /// file names it.
     pub fn load<B: Backend>(
         &self,
         model: UNet<B>,
         tensors: Vec<(String, TensorData)>,
+        naming: UnetNaming,
         file: &str,
     ) -> Result<UNet<B>> {
-        let expected: BTreeMap<String, Vec<usize>> = weights::collect(&model, "")?
-            .into_iter()
-            .map(|t| (t.key, t.shape))
-            .collect();
+        // Their name → (ours, layout, our shape), for every parameter.
+        let mut table: BTreeMap<String, (String, Layout, Vec<usize>)> = BTreeMap::new();
+        for t in weights::collect(&model, "")? {
+            let m = self
+                .foreign_name(&t.key, naming)
+                .with_context(|| format!("`{}` has no name in the rename table", t.key))?;
+            table.insert(m.key, (t.key, m.layout, t.shape));
+        }
         // Misshaped and missing tensors say most about a mismatch: they lead.
         let (mut problems, mut unexpected) = (Vec::new(), Vec::new());
         let mut loaded = Vec::new();
         let mut seen = BTreeSet::new();
         for (key, data) in tensors {
-            let Some((m, shape)) = self
-                .rename(&key, Direction::FromDiffusers)
-                .and_then(|m| expected.get(&m.key).map(|s| (m, s)))
-            else {
+            let Some((ours, layout, shape)) = table.get(&key) else {
                 unexpected.push(format!("unexpected `{key}` (no place in this UNet)"));
                 continue;
             };
-            let want = m.layout.diffusers_shape(shape);
+            let want = layout.diffusers_shape(shape);
             if data.shape.to_vec() != want {
                 problems.push(format!(
                     "`{key}` has shape {:?}, the config implies {want:?}",
@@ -430,19 +452,14 @@ impl UnetKeyMap {
                 ));
                 continue;
             }
-            let data = m
-                .layout
+            let data = layout
                 .to_ours(data)
                 .map_err(|e| anyhow::anyhow!("{file}: `{key}`: {e}"))?;
-            seen.insert(m.key.clone());
-            loaded.push((m.key, data));
+            seen.insert(key.clone());
+            loaded.push((ours.clone(), data));
         }
-        for ours in expected.keys().filter(|k| !seen.contains(*k)) {
-            let theirs = self.rename(ours, Direction::ToDiffusers);
-            problems.push(format!(
-                "missing `{}`",
-                theirs.map_or(ours.clone(), |m| m.key)
-            ));
+        for theirs in table.keys().filter(|k| !seen.contains(*k)) {
+            problems.push(format!("missing `{theirs}`"));
         }
         problems.append(&mut unexpected);
         if !problems.is_empty() {
@@ -453,6 +470,49 @@ impl UnetKeyMap {
         }
         weights::load_data(model, loaded, "", file)
     }
+
+    /// Our UNet's tensors (`ours`, our names and layout) as `naming` stores
+    /// them.
+    pub fn to_foreign(
+        &self,
+        ours: Vec<NamedTensor>,
+        naming: UnetNaming,
+    ) -> Result<Vec<NamedTensor>> {
+        ours.into_iter()
+            .map(|t| {
+                let m = self
+                    .foreign_name(&t.key, naming)
+                    .with_context(|| format!("`{}` has no name in the rename table", t.key))?;
+                let data = TensorData::new(ldm_models::tensor_bytes::f32_values(&t.bytes), t.shape);
+                let data = m
+                    .layout
+                    .to_diffusers(data)
+                    .map_err(|e| anyhow::anyhow!("`{}`: {e}", t.key))?;
+                Ok(NamedTensor {
+                    key: m.key,
+                    shape: data.shape.to_vec(),
+                    bytes: data.as_bytes().to_vec(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The two ways foreign files name a UNet's tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnetNaming {
+    /// diffusers' `UNet2DConditionModel` (`down_blocks.0.resnets.1.…`).
+    Diffusers,
+    /// CompVis openaimodel, as in a Stable Diffusion single file under
+    /// `model.diffusion_model.` (our block names, PyTorch's layouts).
+    CompVis,
+}
+
+/// The CompVis `LitEma` buffer name of the UNet parameter `compvis` (its
+/// name under `model.diffusion_model.`): `model_ema.` then
+/// `diffusion_model.<name>` with the dots removed, as LitEma registers it.
+pub fn compvis_ema_name(compvis: &str) -> String {
+    format!("model_ema.diffusion_model{}", compvis.replace('.', ""))
 }
 
 /// Whether level `i` has attention blocks (`attention_resolutions` are
@@ -525,6 +585,7 @@ mod tests {
             context_dim: Some(8),
             use_scale_shift_norm: false,
             num_classes: Some(3),
+            norm_groups: 32,
         }
     }
 
@@ -714,7 +775,8 @@ mod tests {
         let fresh = || UNet::<Flex>::new(&cfg, &Default::default());
         // The full set loads: every non-square Linear weight (time_embed.0 is
         // [32, 128] here, [128, 32] in diffusers) passed its transpose.
-        map.load(fresh(), tensors.clone(), "x").unwrap();
+        map.load(fresh(), tensors.clone(), UnetNaming::Diffusers, "x")
+            .unwrap();
         tensors.retain(|(k, _)| k != "conv_out.bias");
         let bad = tensors
             .iter_mut()
@@ -726,7 +788,7 @@ mod tests {
             TensorData::new(vec![0f32; 32], [32]),
         ));
         let err = map
-            .load(fresh(), tensors, "unet.safetensors")
+            .load(fresh(), tensors, UnetNaming::Diffusers, "unet.safetensors")
             .unwrap_err()
             .to_string();
         assert!(!err.contains('\n'), "{err}");

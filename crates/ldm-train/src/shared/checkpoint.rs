@@ -307,6 +307,18 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     )
 }
 
+/// The kind of model (`state.json`'s `kind`) the checkpoint at `path` holds,
+/// read without loading its files.
+pub fn kind_at(path: &Path) -> Result<String> {
+    let dir = resolve(path)?;
+    let state_path = dir.join(STATE);
+    let text = fs::read_to_string(&state_path)
+        .with_context(|| format!("checkpoint {}: cannot read {STATE}", dir.display()))?;
+    let state: CheckpointState = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("checkpoint {}: {STATE} is damaged ({e})", dir.display()))?;
+    Ok(state.kind)
+}
+
 /// Reads and verifies a checkpoint; a kind not in `expect_kinds` is an error.
 pub fn load(path: &Path, expect_kinds: &[&str]) -> Result<LoadedCheckpoint> {
     let dir = resolve(path)?;

@@ -13,6 +13,7 @@
 
 mod autoencoder;
 mod disc_lpips_losses;
+mod pipeline;
 mod round_trip;
 mod unet;
 

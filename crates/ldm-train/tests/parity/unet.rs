@@ -22,7 +22,7 @@ use ldm_models::tensor_bytes::f32_values;
 use ldm_models::UNet;
 use ldm_train::interop::import_config::{unet_config_from_diffusers, DiffusersUnet};
 use ldm_train::interop::key_map::Direction;
-use ldm_train::interop::unet_key_map::UnetKeyMap;
+use ldm_train::interop::unet_key_map::{UnetKeyMap, UnetNaming};
 use ldm_train::shared::weights;
 use serde_json::Value;
 
@@ -62,7 +62,12 @@ impl Source {
         let d = unet_config_from_diffusers(&self.config, "config.json")?;
         let map = UnetKeyMap::new(&d.unet, d.linear_projection).map_err(anyhow::Error::msg)?;
         let fresh = UNet::new(&d.unet, &Default::default());
-        let unet = map.load(fresh, self.tensors.clone(), &self.file)?;
+        let unet = map.load(
+            fresh,
+            self.tensors.clone(),
+            UnetNaming::Diffusers,
+            &self.file,
+        )?;
         Ok((d, map, unet))
     }
 
@@ -266,8 +271,8 @@ fn settings_we_lack_are_one_line_errors_naming_the_key() {
         ),
         (
             "norm_num_groups",
-            16.into(),
-            "`norm_num_groups` = 16 is not supported",
+            12.into(),
+            "width 32 does not split into norm_groups = 12 groups",
         ),
         (
             "flip_sin_to_cos",
