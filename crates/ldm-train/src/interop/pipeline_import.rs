@@ -116,6 +116,9 @@ pub struct Pipeline {
     pub image_size: u32,
     /// The source, for messages and metadata.
     pub source: String,
+    /// Keys of a single file that are no part of the model (the schedule's
+    /// buffers, LitEma's counters, a training loss's…), for the report.
+    pub skipped: Vec<String>,
 }
 
 /// The gzipped merges of `path`: a merges file as is, or a transformers
@@ -240,6 +243,7 @@ pub fn read_diffusers_pipeline(dir: &Path, opts: &PipelineOptions) -> Result<Pip
         scale_factor,
         image_size,
         source: dir.display().to_string(),
+        skipped: Vec::new(),
     })
 }
 
@@ -368,6 +372,15 @@ pub fn read_ldm_pipeline(path: &Path, opts: &PipelineOptions) -> Result<Pipeline
         opts.parameterization.unwrap_or(ParameterizationName::Eps),
     );
     check_alphas(&source, &names, &schedule, &file)?;
+    let parts = [UNET_PREFIX, "model_ema.", "first_stage_model.", CLIP_PREFIX];
+    let skipped: Vec<String> = names
+        .iter()
+        .filter(|k| *k != "scale_factor" && !parts.iter().any(|p| k.starts_with(p)))
+        .chain(names.iter().filter(|k| {
+            k.ends_with("position_ids") || k.ends_with(".num_updates") || k.ends_with("_ema.decay")
+        }))
+        .cloned()
+        .collect();
     let stored = if names.contains("scale_factor") {
         let v: Vec<f32> = source
             .f32_data("scale_factor", &file)?
@@ -397,6 +410,7 @@ pub fn read_ldm_pipeline(path: &Path, opts: &PipelineOptions) -> Result<Pipeline
         schedule,
         scale_factor,
         source: file,
+        skipped,
     })
 }
 
@@ -608,6 +622,13 @@ pub fn run(
         p.schedule.parameterization,
         p.scale_factor
     );
+    if !p.skipped.is_empty() {
+        eprintln!(
+            "skipped {} keys that are no part of the model: {}",
+            p.skipped.len(),
+            weights::list_some(&p.skipped)
+        );
+    }
     eprintln!("checkpoint: {}", dir.display());
     Ok(dir)
 }
