@@ -563,14 +563,38 @@ pub fn write(p: &Pipeline, base: Option<&str>, out: &Path) -> Result<PathBuf> {
 pub fn has_unet(format: Format, path: &Path) -> Result<bool> {
     Ok(match format {
         Format::Diffusers => path.join("unet").is_dir(),
-        Format::Ldm => {
-            let file = path.display().to_string();
-            let mut bytes = Vec::new();
-            TensorFile::open(path, &file, &mut bytes)?
-                .names()
-                .contains(UNET_PROBE)
-        }
+        Format::Ldm => match safetensors_header(path) {
+            Some(header) => header.contains_key(UNET_PROBE),
+            // A pickle (read lazily), or a file the import will name as bad.
+            None => {
+                let file = path.display().to_string();
+                let mut bytes = Vec::new();
+                TensorFile::open(path, &file, &mut bytes)?
+                    .names()
+                    .contains(UNET_PROBE)
+            }
+        },
     })
+}
+
+/// The JSON header of a `.safetensors` file (its tensor names), read
+/// without the gigabytes after it; None when `path` is not one.
+fn safetensors_header(path: &Path) -> Option<serde_json::Map<String, Value>> {
+    use std::io::Read;
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return None;
+    }
+    let mut f = fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // safetensors caps its header at 100 MB.
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).ok()?;
+    serde_json::from_slice(&header).ok()
 }
 
 /// Reads, checks and writes a pipeline import; `out` must be new or empty.

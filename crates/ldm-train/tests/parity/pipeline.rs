@@ -469,8 +469,36 @@ fn ldm_train(args: &[&str]) -> (bool, String) {
 #[test]
 fn imported_pipeline_samples_and_fine_tunes_from_the_command_line() {
     let tmp = scratch("finetune");
-    let run = import_folder(&tmp, "sd");
+    // The single file, told from an autoencoder by its UNet (no --model).
+    let run = tmp.join("sd");
     let run_s = run.to_str().unwrap();
+    let file = fixtures().join("sd_tiny.safetensors");
+    let tokenizer = folder().join("tokenizer");
+    let (ok, err) = ldm_train(&[
+        "import",
+        "--from",
+        "ldm",
+        file.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--unet-heads",
+        "2",
+        "--unet-norm-groups",
+        "4",
+        "--norm-groups",
+        "4",
+        "--text-heads",
+        "2",
+        "--image-size",
+        "16",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("skipped 3 keys that are no part of the model"),
+        "{err}"
+    );
     // `sample` reads prompts through the imported CLIP.
     let samples = tmp.join("samples");
     let (ok, err) = ldm_train(&[
