@@ -180,3 +180,25 @@ fn gradients_reach_input_context_and_labels() {
         .into_scalar();
     assert!(gx > 0.0 && ge > 0.0 && gl > 0.0, "{gx} {ge} {gl}");
 }
+
+#[test]
+fn norm_groups_must_split_every_width_model_channels_included() {
+    // 96 and 192 split into 32 groups; the first ResBlock's 48 does not.
+    let cfg = UNetConfig {
+        model_channels: 48,
+        channel_mult: vec![2, 4],
+        num_heads: Some(4),
+        num_head_channels: None,
+        ..tiny(true)
+    };
+    let err = cfg.validate().unwrap_err();
+    assert!(
+        err.contains("width 48 does not split into norm_groups = 32"),
+        "{err}"
+    );
+    let ok = UNetConfig {
+        norm_groups: 16,
+        ..cfg
+    };
+    ok.validate().unwrap();
+}

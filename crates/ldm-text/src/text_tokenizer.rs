@@ -76,17 +76,12 @@ impl TextTokenizer {
     /// count), for `512 + n + 2` ids: `<|startoftext|>` = `512 + n`,
     /// `<|endoftext|>` = `513 + n` (49406 and 49407 with OpenAI's list).
     /// Encodings are `<|startoftext|> pieces <|endoftext|>`, then
-    /// `<|endoftext|>` up to `context_length`. Fails with a message naming
-    /// `path` when the file is unreadable, neither gzip nor UTF-8 text, has
+    /// `<|endoftext|>` up to `context_length`. Fails with a message naming the
+    /// file (`merges`) when it is unreadable, neither gzip nor UTF-8 text, has
     /// no merge line, or a malformed one. For a Hugging Face `tokenizer/`
     /// folder see [`crate::clip_merges_from_hf_folder`].
-    pub fn clip(bpe_vocab_gz: &Path, context_length: usize) -> Result<Self, TextError> {
-        Self::build(
-            TokenizerKind::Clip,
-            bpe_vocab_gz,
-            context_length,
-            clip_bpe::build,
-        )
+    pub fn clip(merges: &Path, context_length: usize) -> Result<Self, TextError> {
+        Self::build(TokenizerKind::Clip, merges, context_length, clip_bpe::build)
     }
 
     fn build(

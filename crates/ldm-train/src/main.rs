@@ -168,6 +168,23 @@ impl ImportCli {
             None => pipeline_import::has_unet(self.from, &self.path)?,
         };
         if !pipeline {
+            let pipeline_only = [
+                ("--unet-heads", self.unet_heads.is_some()),
+                ("--unet-head-channels", self.unet_head_channels.is_some()),
+                ("--unet-norm-groups", self.unet_norm_groups.is_some()),
+                ("--text-heads", self.text_heads.is_some()),
+                ("--parameterization", self.parameterization.is_some()),
+                ("--scale-factor", self.scale_factor.is_some()),
+                ("--image-size", self.image_size.is_some()),
+                ("--tokenizer", self.tokenizer.is_some()),
+            ];
+            if let Some((flag, _)) = pipeline_only.iter().find(|(_, set)| *set) {
+                anyhow::bail!(
+                    "{flag}: applies to pipeline imports, and {} is imported as an autoencoder \
+                     (it has no UNet, or --model autoencoder was given)",
+                    self.path.display()
+                );
+            }
             return import::run(&ImportArgs {
                 from: self.from,
                 path: self.path,

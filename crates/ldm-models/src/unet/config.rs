@@ -100,14 +100,18 @@ impl UNetConfig {
                 ));
             }
         }
-        for &m in &self.channel_mult {
-            let ch = m * mc;
+        // The first ResBlock normalizes model_channels itself; every other
+        // width (levels, and levels plus skips) is a sum of those.
+        for ch in std::iter::once(mc).chain(self.channel_mult.iter().map(|m| m * mc)) {
             if self.norm_groups == 0 || !ch.is_multiple_of(self.norm_groups) {
                 return Err(format!(
                     "channel_mult/model_channels: width {ch} does not split into norm_groups = {} groups",
                     self.norm_groups
                 ));
             }
+        }
+        for &m in &self.channel_mult {
+            let ch = m * mc;
             let (heads, d) = self.heads(ch);
             if heads == 0 || d == 0 || heads * d != ch {
                 return Err(format!(

@@ -156,8 +156,10 @@ impl TextFiles {
             "" => minilm,
             d => PathBuf::from(d),
         };
+        // A pretrained encoder reads its own vocabulary, kept beside it.
         let tokenizer = match (c.tokenizer_file.as_str(), c.text_encoder()) {
             ("", TextEncoderKind::Minilm) => enc_dir.join("tokenizer.json"),
+            ("", TextEncoderKind::Clip) => enc_dir.join(tokenizer_file_name(TokenizerKind::Clip)),
             ("", _) => default_tok,
             (f, _) => PathBuf::from(f),
         };
@@ -293,8 +295,9 @@ pub struct TextSide<B: Backend> {
     contexts: Mutex<HashMap<String, Vec<f32>>>,
 }
 
-/// Prompts whose frozen-encoder context is kept (≈ 118 KB each for MiniLM
-/// at 77 tokens); a training set's captions usually all fit.
+/// Prompts whose frozen-encoder context is kept (77 tokens × width × 4
+/// bytes: 118 KB each for MiniLM, 236 KB for SD 1.x's CLIP, so up to ~1 GB);
+/// a training set's captions usually all fit.
 const CONTEXT_CACHE_ENTRIES: usize = 4096;
 
 impl<B: Backend> TextSide<B> {

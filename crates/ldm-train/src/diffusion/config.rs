@@ -238,9 +238,11 @@ pub struct ConditioningConfig {
     /// `clip` (CLIP's BPE).
     #[serde(default)]
     pub tokenizer: Option<TokenizerKind>,
-    /// The tokenizer's file (`tokenizer.json`, or CLIP's
-    /// `bpe_simple_vocab_16e6.txt.gz`); empty = the copy `scripts/setup.sh`
-    /// fetched. A checkpoint keeps its own copy.
+    /// The tokenizer's file (`tokenizer.json`, or a CLIP merges list such as
+    /// `bpe_simple_vocab_16e6.txt.gz`); empty = the one beside a frozen
+    /// encoder (`encoder_dir`'s `tokenizer.json` for minilm, its
+    /// `bpe_simple_vocab_16e6.txt.gz` for clip), else the copy
+    /// `scripts/setup.sh` fetched. A checkpoint keeps its own copy.
     #[serde(default)]
     pub tokenizer_file: String,
     /// Tokens per caption, specials included (longer ones are truncated with

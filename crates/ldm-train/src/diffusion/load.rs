@@ -64,17 +64,18 @@ pub fn load_diffusion<B: Backend>(
     let ae_text = String::from_utf8(ck.file(FIRST_STAGE_CONFIG)?.to_vec())
         .with_context(|| format!("{}/{FIRST_STAGE_CONFIG}: not UTF-8", ck.dir.display()))?;
     let ae_cfg: AutoencoderRunConfig = parse(&source(&ck, FIRST_STAGE_CONFIG, ae_text), &[])?;
-    let file = format!("{}/{FIRST_STAGE_WEIGHTS}", ck.dir.display());
-    let st = weights::parse(ck.file(FIRST_STAGE_WEIGHTS)?, &file)?;
-    let ae = weights::load(Autoencoder::new(&ae_cfg.model, device), &st, "", &file)?;
+    let ae = weights::load_checkpoint_file(
+        Autoencoder::new(&ae_cfg.model, device),
+        &ck,
+        FIRST_STAGE_WEIGHTS,
+        "",
+    )?;
     let class_names = ck.state.class_names.clone().unwrap_or_default();
     let name = if ema && cfg.ema.enabled {
         "ema.safetensors"
     } else {
         "model.safetensors"
     };
-    let file = format!("{}/{name}", ck.dir.display());
-    let st = weights::parse(ck.file(name)?, &file)?;
     let text = match cfg.conditioning.kind {
         ConditionKind::Text => {
             let files = TextFiles::in_checkpoint(&ck.dir, &cfg.conditioning);
@@ -84,7 +85,7 @@ pub fn load_diffusion<B: Backend>(
     };
     let vocab = text.as_ref().map_or(0, |t| t.tokenizer.vocab_size());
     let model = LatentDiffusion::new(&cfg, class_names.len(), vocab, device);
-    let model = weights::load(model, &st, NO_PREFIX, &file)?;
+    let model = weights::load_checkpoint_file(model, &ck, name, NO_PREFIX)?;
     let f = ae_cfg.model.downsampling();
     let side = cfg.data.size as usize / f;
     Ok(LoadedDiffusion {

@@ -360,8 +360,9 @@ pub fn sample_grid<B: Backend>(
     Ok((v, ids.len(), hw.0, hw.1))
 }
 
-/// `--init-from`: checks that checkpoint `ck` fits the run (same `[model]`,
-/// same first stage, same classes) and moves its weights into `trainer`.
+/// `--init-from`: checks that checkpoint `ck` fits the run (same UNet and
+/// conditioner, same first stage, same classes) and moves its weights into
+/// `trainer`.
 /// Returns the scale factor its latents were trained with.
 fn init_from_checkpoint<B: AutodiffBackend>(
     trainer: &mut DiffusionTrainer<B>,
@@ -372,20 +373,28 @@ fn init_from_checkpoint<B: AutodiffBackend>(
 ) -> Result<Option<f64>> {
     let ck_cfg: DiffusionRunConfig = config::of_checkpoint(ck)?;
     let cfg = &trainer.cfg;
-    // The text files come from the checkpoint (as on resume), so only the
-    // conditioning settings that shape the model must agree.
+    // What shapes the weights must agree: the UNet, how the condition
+    // reaches it, and the conditioner (its files come from the checkpoint,
+    // as on resume). The schedule, loss and its weighting may change: a
+    // fine-tune may move to v-prediction or min-SNR weighting.
     let shape_of = |c: &DiffusionRunConfig| {
         let mut c = c.conditioning.clone();
         c.dropout = 0.0;
         c.tokenizer_file.clear();
         c.encoder_dir.clear();
+        c.encoder = Some(c.text_encoder());
+        c.tokenizer = Some(c.tokenizer_kind());
         c
     };
-    if ck_cfg.model != cfg.model || shape_of(&ck_cfg) != shape_of(cfg) {
-        let mut changed: Vec<String> = config::changed_keys(&ck_cfg.model, &cfg.model)?
+    let net_of = |c: &DiffusionRunConfig| (c.model.unet.clone(), c.model.conditioning_key);
+    if net_of(&ck_cfg) != net_of(cfg) || shape_of(&ck_cfg) != shape_of(cfg) {
+        let mut changed: Vec<String> = config::changed_keys(&ck_cfg.model.unet, &cfg.model.unet)?
             .into_iter()
-            .map(|k| format!("model.{k}"))
+            .map(|k| format!("model.unet.{k}"))
             .collect();
+        if ck_cfg.model.conditioning_key != cfg.model.conditioning_key {
+            changed.push("model.conditioning_key".into());
+        }
         changed.extend(
             config::changed_keys(&shape_of(&ck_cfg), &shape_of(cfg))?
                 .into_iter()
@@ -410,7 +419,7 @@ fn init_from_checkpoint<B: AutodiffBackend>(
             ck.dir.display()
         );
     }
-    let from = trainer.init_from(ck)?;
+    let from = trainer.init_from(ck, ck_cfg.ema.enabled)?;
     eprintln!(
         "weights from {}/{from} (step {}); optimizer and EMA start fresh",
         ck.dir.display(),

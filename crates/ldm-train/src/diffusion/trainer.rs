@@ -121,17 +121,6 @@ fn per_sample<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(v, [values.len(), 1, 1, 1]), device)
 }
 
-/// `module` with the weights of file `name` (`model.safetensors` or
-/// `ema.safetensors`) of checkpoint `ck`.
-fn load_weights<B: Backend, M>(module: M, ck: &LoadedCheckpoint, name: &str) -> Result<M>
-where
-    M: burn_store::ModuleSnapshot<B> + Module<B>,
-{
-    let file = format!("{}/{name}", ck.dir.display());
-    let st = weights::parse(ck.file(name)?, &file)?;
-    weights::load(module, &st, NO_PREFIX, &file)
-}
-
 impl<B: AutodiffBackend> DiffusionTrainer<B> {
     /// A fresh trainer: weights from `train.seed`, step 0; `text` for a
     /// text model (its tokenizer sizes the text transformer).
@@ -172,10 +161,16 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
     /// Restores weights, EMA, optimizer state and step from a checkpoint.
     pub fn restore(&mut self, ck: &LoadedCheckpoint) -> Result<()> {
         let dir = ck.dir.display().to_string();
-        let model = load_weights(self.model.clone(), ck, "model.safetensors")?;
+        let model =
+            weights::load_checkpoint_file(self.model.clone(), ck, "model.safetensors", NO_PREFIX)?;
         self.model = stable_ids(model, "diffusion");
         if let Some(ema) = &mut self.ema {
-            ema.shadow = load_weights(ema.shadow.clone(), ck, "ema.safetensors")?;
+            ema.shadow = weights::load_checkpoint_file(
+                ema.shadow.clone(),
+                ck,
+                "ema.safetensors",
+                NO_PREFIX,
+            )?;
             ema.updates = ck.state.ema_updates.unwrap_or(0);
         }
         let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
@@ -190,16 +185,16 @@ impl<B: AutodiffBackend> DiffusionTrainer<B> {
     }
 
     /// `--init-from`: a fresh run (step 0, new optimizer) starting from the
-    /// weights of checkpoint `ck` — its EMA when it kept one, the weights its
-    /// samples show (a Stable Diffusion release is EMA weights) — with the
-    /// EMA restarted at them. Returns the file the weights came from.
-    pub fn init_from(&mut self, ck: &LoadedCheckpoint) -> Result<&'static str> {
-        let name = if ck.state.files.contains_key("ema.safetensors") {
+    /// weights of checkpoint `ck` — its EMA when `ema` (the run kept one: the
+    /// weights its samples show; a Stable Diffusion release is EMA weights) —
+    /// with the EMA restarted at them. Returns the file the weights came from.
+    pub fn init_from(&mut self, ck: &LoadedCheckpoint, ema: bool) -> Result<&'static str> {
+        let name = if ema {
             "ema.safetensors"
         } else {
             "model.safetensors"
         };
-        let model = load_weights(self.model.clone(), ck, name)?;
+        let model = weights::load_checkpoint_file(self.model.clone(), ck, name, NO_PREFIX)?;
         self.model = stable_ids(model, "diffusion");
         self.ema = self
             .cfg

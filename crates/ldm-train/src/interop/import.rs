@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
-use burn::tensor::{bf16, f16, DType, TensorData};
+use burn::tensor::{DType, TensorData};
 use burn_store::pytorch::{PytorchError, PytorchReader};
 use burn_store::TensorSnapshot;
 use ldm_models::{Autoencoder, AutoencoderConfig, Regularizer};
@@ -152,24 +152,18 @@ impl Imported {
     }
 }
 
-/// Float values as f32: `bytes` are little-endian `dtype` elements.
+/// Float values as f32: `bytes` are little-endian `dtype` elements (burn's
+/// dtype, as the pickle reader gives it, mapped to safetensors' to share
+/// one conversion).
 fn f32_values(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
-    Some(match dtype {
-        DType::F32 => ldm_models::tensor_bytes::f32_values(bytes),
-        DType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        DType::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
+    let dtype = match dtype {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::F64 => Dtype::F64,
         _ => return None,
-    })
+    };
+    ldm_models::tensor_bytes::float_values(bytes, dtype)
 }
 
 /// The tensors of one weights file, whichever container holds them.

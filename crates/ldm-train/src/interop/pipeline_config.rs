@@ -262,6 +262,14 @@ fn shape<'a>(shapes: &'a Shapes, key: &str, prefix: &str, file: &str) -> Result<
         .with_context(|| format!("{file}: no `{prefix}{key}`"))
 }
 
+/// Dimension `i` of `key`'s shape, or an error naming `prefix` + key.
+fn dim(shapes: &Shapes, key: &str, i: usize, prefix: &str, file: &str) -> Result<usize> {
+    let s = shape(shapes, key, prefix, file)?;
+    s.get(i)
+        .copied()
+        .with_context(|| format!("{file}: `{prefix}{key}` has shape {s:?}, with no dimension {i}"))
+}
+
 /// Sorted distinct integers `N` of keys `{start}N.…`.
 fn indices(shapes: &Shapes, start: &str) -> BTreeSet<usize> {
     shapes
@@ -282,11 +290,12 @@ pub fn unet_config_from_shapes(
     norm_groups: usize,
 ) -> Result<(UNetConfig, bool)> {
     let get = |k: &str| shape(shapes, k, prefix, file);
+    let dim = |k: &str, i: usize| dim(shapes, k, i, prefix, file);
     let (mc, in_channels) = match get("input_blocks.0.0.weight")? {
         [mc, i, 3, 3] => (*mc, *i),
         s => bail!("{file}: `{prefix}input_blocks.0.0.weight` has shape {s:?}, not a 3×3 conv"),
     };
-    let out_channels = get("out.2.weight")?[0];
+    let out_channels = dim("out.2.weight", 0)?;
     // Walk the encoder half: ResBlocks (with or without a transformer), a
     // Downsample closing each level but the last.
     let mut levels: Vec<(Vec<usize>, Vec<bool>)> = vec![(Vec::new(), Vec::new())];
@@ -296,7 +305,7 @@ pub fn unet_config_from_shapes(
         if shapes.contains_key(&at("0.op.weight")) {
             levels.push((Vec::new(), Vec::new()));
         } else if shapes.contains_key(&at("0.in_layers.0.weight")) {
-            let width = get(&at("0.out_layers.3.weight"))?[0];
+            let width = dim(&at("0.out_layers.3.weight"), 0)?;
             let spatial = shapes.contains_key(&at("1.proj_in.weight"));
             if !spatial && shapes.keys().any(|key| key.starts_with(&at("1."))) {
                 bail!(
@@ -313,6 +322,9 @@ pub fn unet_config_from_shapes(
         k += 1;
     }
     let num_res_blocks = levels[0].0.len();
+    if num_res_blocks == 0 {
+        bail!("{file}: no ResBlock at `{prefix}input_blocks.1`; not an openaimodel UNet we import");
+    }
     let mut channel_mult = Vec::new();
     let mut attention_resolutions = Vec::new();
     for (i, (widths, attn)) in levels.iter().enumerate() {
@@ -341,8 +353,8 @@ pub fn unet_config_from_shapes(
     }
     let linear_projection = get("middle_block.1.proj_in.weight")?.len() == 2;
     let depth = indices(shapes, "middle_block.1.transformer_blocks.").len();
-    let context_dim = get("middle_block.1.transformer_blocks.0.attn2.to_k.weight")?[1];
-    let emb = get("input_blocks.1.0.emb_layers.1.weight")?[0];
+    let context_dim = dim("middle_block.1.transformer_blocks.0.attn2.to_k.weight", 1)?;
+    let emb = dim("input_blocks.1.0.emb_layers.1.weight", 0)?;
     let (num_heads, num_head_channels) = match heads.unwrap_or(if linear_projection {
         Heads::Width(64)
     } else {
@@ -366,7 +378,10 @@ pub fn unet_config_from_shapes(
         transformer_depth: depth,
         context_dim: Some(context_dim),
         use_scale_shift_norm: emb == 2 * levels[0].0[0],
-        num_classes: shapes.get("label_emb.weight").map(|s| s[0]),
+        num_classes: match shapes.get("label_emb.weight") {
+            Some(_) => Some(dim("label_emb.weight", 0)?),
+            None => None,
+        },
         norm_groups,
     };
     cfg.validate().map_err(|why| {
@@ -393,6 +408,7 @@ pub fn clip_config_from_shapes(
         ""
     };
     let get = |k: &str| shape(shapes, &format!("{p}{k}"), prefix, file);
+    let dim = |k: &str, i: usize| dim(shapes, &format!("{p}{k}"), i, prefix, file);
     let (vocab, hidden) = match get("embeddings.token_embedding.weight")? {
         [v, h] => (*v, *h),
         s => bail!("{file}: the CLIP token table has shape {s:?}"),
@@ -400,10 +416,10 @@ pub fn clip_config_from_shapes(
     let cfg = ClipTextConfig {
         vocab_size: vocab,
         hidden_size: hidden,
-        intermediate_size: get("encoder.layers.0.mlp.fc1.weight")?[0],
+        intermediate_size: dim("encoder.layers.0.mlp.fc1.weight", 0)?,
         num_hidden_layers: indices(shapes, &format!("{p}encoder.layers.")).len(),
         num_attention_heads: heads.unwrap_or(hidden / 64),
-        max_position_embeddings: get("embeddings.position_embedding.weight")?[0],
+        max_position_embeddings: dim("embeddings.position_embedding.weight", 0)?,
         layer_norm_eps: 1e-5,
         hidden_act: ClipActivation::QuickGelu,
         eos_token_id: vocab.saturating_sub(1) as u32,
@@ -526,6 +542,26 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("s.json: ") && err.contains(part), "{err}");
         }
+    }
+
+    #[test]
+    fn malformed_unet_shapes_are_errors_not_panics() {
+        let mut shapes = Shapes::new();
+        shapes.insert("input_blocks.0.0.weight".into(), vec![32, 4, 3, 3]);
+        shapes.insert("out.2.weight".into(), vec![4, 32, 3, 3]);
+        let err = |s: &Shapes| {
+            unet_config_from_shapes(s, "m.", "f", None, 32)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(&shapes).contains("no ResBlock at `m.input_blocks.1`"));
+        shapes.insert("input_blocks.1.0.in_layers.0.weight".into(), vec![32]);
+        shapes.insert("input_blocks.1.0.out_layers.3.weight".into(), vec![]);
+        let e = err(&shapes);
+        assert!(
+            e.contains("`m.input_blocks.1.0.out_layers.3.weight` has shape []"),
+            "{e}"
+        );
     }
 
     #[test]

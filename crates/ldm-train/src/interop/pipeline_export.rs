@@ -11,7 +11,10 @@
 //!   `cond_stage_model.transformer.*`, and `scale_factor`.
 //!
 //! Other conditionings have no Stable Diffusion counterpart and are refused
-//! by name. Files are written through a temporary name, never half.
+//! by name, as are schedules a single file cannot carry. Everything is
+//! built before anything is written; each file goes through a temporary
+//! name, the diffusers folder must be new or empty and gets its
+//! `model_index.json` last.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,22 +34,22 @@ use crate::diffusion::load::{load_diffusion, LoadedDiffusion};
 use crate::diffusion::model::LatentDiffusion;
 use crate::diffusion::trainer::NO_PREFIX;
 use crate::interop::export::{diffusers_config, renamed, write_atomic, ExportArgs, Target};
-use crate::interop::import::read_json;
-use crate::interop::pipeline_config::{scheduler_config, unet_diffusers_config};
+use crate::interop::pipeline_config::{scheduler_config, unet_diffusers_config, ScheduleSettings};
+use crate::interop::pipeline_import::{CLIP_PREFIX, UNET_PREFIX};
 use crate::interop::unet_key_map::{compvis_ema_name, UnetKeyMap, UnetNaming};
 use crate::shared::weights::{self, NamedTensor};
-
-/// The CLIP text encoder's prefix in a Stable Diffusion single file.
-const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
 
 /// The EMA weights of `d`'s checkpoint, when the run kept them.
 fn ema_of(d: &LoadedDiffusion<Flex>) -> Result<Option<LatentDiffusion<Flex>>> {
     if !d.cfg.ema.enabled {
         return Ok(None);
     }
-    let file = format!("{}/ema.safetensors", d.ck.dir.display());
-    let st = weights::parse(d.ck.file("ema.safetensors")?, &file)?;
-    Ok(Some(weights::load(d.model.clone(), &st, NO_PREFIX, &file)?))
+    Ok(Some(weights::load_checkpoint_file(
+        d.model.clone(),
+        &d.ck,
+        "ema.safetensors",
+        NO_PREFIX,
+    )?))
 }
 
 /// The frozen CLIP's tensors (transformers names under `text_model.`) as f32.
@@ -136,38 +139,48 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 UnetNaming::Diffusers,
                 "",
             )?;
-            let side = d.latent_shape[1];
-            put(
-                &out.join("unet"),
-                "config.json",
-                serde_json::to_string_pretty(&unet_diffusers_config(u, side)?)?.as_bytes(),
-            )?;
-            put(
-                &out.join("unet"),
-                "diffusion_pytorch_model.safetensors",
-                &weights::to_safetensors(&unet, safetensors_meta(&d))?,
-            )?;
-            let vae = diffusers_config(&d.ae_cfg.model, d.scale_factor)?;
-            put(
-                &out.join("vae"),
-                "config.json",
-                serde_json::to_string_pretty(&vae)?.as_bytes(),
-            )?;
-            put(
-                &out.join("vae"),
-                "diffusion_pytorch_model.safetensors",
-                &weights::to_safetensors(&first_stage, safetensors_meta(&d))?,
-            )?;
-            put(
-                &out.join("text_encoder"),
-                "config.json",
-                d.ck.file(FROZEN_ENCODER_CONFIG)?,
-            )?;
-            put(
-                &out.join("text_encoder"),
-                "model.safetensors",
-                d.ck.file(FROZEN_ENCODER_WEIGHTS)?,
-            )?;
+            let json = |v: &serde_json::Value| -> Result<Vec<u8>> {
+                Ok(serde_json::to_string_pretty(v)?.into_bytes())
+            };
+            // Everything is built before anything is written: a refusal
+            // (a config diffusers cannot express) leaves no folder behind.
+            let mut files: Vec<(&str, &str, Vec<u8>)> = vec![
+                (
+                    "unet",
+                    "config.json",
+                    json(&unet_diffusers_config(u, d.latent_shape[1])?)?,
+                ),
+                (
+                    "unet",
+                    "diffusion_pytorch_model.safetensors",
+                    weights::to_safetensors(&unet, safetensors_meta(&d))?,
+                ),
+                (
+                    "vae",
+                    "config.json",
+                    json(&diffusers_config(&d.ae_cfg.model, d.scale_factor)?)?,
+                ),
+                (
+                    "vae",
+                    "diffusion_pytorch_model.safetensors",
+                    weights::to_safetensors(&first_stage, safetensors_meta(&d))?,
+                ),
+                (
+                    "text_encoder",
+                    "config.json",
+                    d.ck.file(FROZEN_ENCODER_CONFIG)?.to_vec(),
+                ),
+                (
+                    "text_encoder",
+                    "model.safetensors",
+                    d.ck.file(FROZEN_ENCODER_WEIGHTS)?.to_vec(),
+                ),
+                (
+                    "scheduler",
+                    "scheduler_config.json",
+                    json(&scheduler_config(&d.cfg.model)?)?,
+                ),
+            ];
             let merges = tokenizer_file_name(ldm_text::TokenizerKind::Clip);
             let tok = ldm_text::clip_hf_folder_files(
                 &d.ck.dir.join(merges),
@@ -175,14 +188,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 c.context_length,
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for (name, text) in tok {
-                put(&out.join("tokenizer"), name, text.as_bytes())?;
-            }
-            put(
-                &out.join("scheduler"),
-                "scheduler_config.json",
-                serde_json::to_string_pretty(&scheduler_config(&d.cfg.model)?)?.as_bytes(),
-            )?;
+            files.extend(
+                tok.into_iter()
+                    .map(|(name, text)| ("tokenizer", name, text.into_bytes())),
+            );
             let index = json!({
                 "_class_name": "StableDiffusionPipeline",
                 "feature_extractor": [null, null],
@@ -195,14 +204,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 "unet": ["diffusers", "UNet2DConditionModel"],
                 "vae": ["diffusers", "AutoencoderKL"],
             });
+            // Old files of another export would mix with these.
+            if out.exists()
+                && fs::read_dir(out)
+                    .with_context(|| format!("cannot read {}", out.display()))?
+                    .next()
+                    .is_some()
+            {
+                bail!(
+                    "{}: exists and is not empty; export a pipeline into a new folder",
+                    out.display()
+                );
+            }
+            for (sub, name, bytes) in &files {
+                put(&out.join(sub), name, bytes)?;
+            }
             // The index goes last: a folder without it is no pipeline.
-            put(
-                out,
-                "model_index.json",
-                serde_json::to_string_pretty(&index)?.as_bytes(),
-            )?;
-            // What the text encoder config says it is must be what we wrote.
-            read_json(&out.join("text_encoder").join("config.json"))?;
+            put(out, "model_index.json", &json(&index)?)?;
             eprintln!(
                 "exported {} to {} (diffusers StableDiffusionPipeline, {} UNet weights, scaling_factor {})",
                 d.ck.dir.display(),
@@ -212,11 +230,32 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             );
         }
         Target::Ldm => {
+            // A single file says nothing of its schedule but `alphas_cumprod`,
+            // and importers (ours, diffusers') assume Stable Diffusion's.
+            let m = &d.cfg.model;
+            let sd = ScheduleSettings::stable_diffusion(m.parameterization);
+            let mut ours = sd.clone();
+            ours.timesteps = m.timesteps;
+            ours.beta_schedule = m.beta_schedule;
+            ours.linear_start = m.linear_start;
+            ours.linear_end = m.linear_end;
+            ours.zero_terminal_snr = m.zero_terminal_snr;
+            if ours != sd {
+                bail!(
+                    "model: the schedule ({:?} {}–{}, {} steps{}) is not Stable Diffusion's (scaled linear \
+                     0.00085–0.012, 1000 steps), which is all a single file can carry; export --to diffusers",
+                    m.beta_schedule,
+                    m.linear_start,
+                    m.linear_end,
+                    m.timesteps,
+                    if m.zero_terminal_snr { ", zero terminal SNR" } else { "" }
+                );
+            }
             let mut all = unet_tensors(
                 &map,
                 &d.model.model.diffusion_model,
                 UnetNaming::CompVis,
-                "model.diffusion_model.",
+                UNET_PREFIX,
             )?;
             if let Some(e) = &ema {
                 let mut shadow =
@@ -235,6 +274,23 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 shape: vec![],
                 bytes: scale,
             });
+            let ac: Vec<f32> = m
+                .schedule()
+                .alphas_cumprod
+                .iter()
+                .map(|&a| a as f32)
+                .collect();
+            all.push(NamedTensor {
+                key: "alphas_cumprod".into(),
+                shape: vec![ac.len()],
+                bytes: ac.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            });
+            if m.parameterization != crate::diffusion::config::ParameterizationName::Eps {
+                eprintln!(
+                    "note: the model predicts {:?}; a single file does not say so: import it with --parameterization",
+                    m.parameterization
+                );
+            }
             if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;

@@ -13,10 +13,12 @@
 //!                                  model.safetensors) and its BPE merges
 //! ```
 //!
-//! Every component is read and checked before anything is written: a
-//! missing, misshaped or unexpected tensor is named in a one-line error, and
-//! OUT must be new, so a failed import leaves nothing behind to mistake for
-//! a model.
+//! Every component is read and checked against its architecture before
+//! anything is written: a missing, misshaped or unexpected tensor is named
+//! in a one-line error. OUT must be new or empty; what is checked while
+//! writing (the tokenizer against the encoder, the run config, the final
+//! load of the checkpoint) removes OUT again when it fails, so a failed
+//! import leaves nothing behind to mistake for a model.
 
 use std::collections::HashMap;
 use std::fs;
@@ -55,9 +57,10 @@ use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
 use crate::shared::config::{self, ConfigSource, RunConfig};
 use crate::shared::weights::{self, NamedTensor};
 
-/// The keys of a single file's parts.
-const UNET_PREFIX: &str = "model.diffusion_model.";
-const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
+/// Where a Stable Diffusion single file keeps the UNet.
+pub const UNET_PREFIX: &str = "model.diffusion_model.";
+/// Where it keeps the CLIP text encoder (transformers' names after it).
+pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
 /// OpenCLIP's text tower (Stable Diffusion 2.x single files).
 const OPENCLIP_PREFIX: &str = "cond_stage_model.model.";
 /// What tells a single file has a UNet.
@@ -174,8 +177,12 @@ pub fn read_diffusers_pipeline(dir: &Path, opts: &PipelineOptions) -> Result<Pip
             dir.display()
         );
     }
-    if opts.unet_heads.is_some() || opts.unet_norm_groups.is_some() || opts.norm_groups.is_some() {
-        bail!("--unet-heads, --unet-head-channels, --unet-norm-groups and --norm-groups apply to --from ldm (diffusers' configs say them)");
+    if opts.unet_heads.is_some()
+        || opts.unet_norm_groups.is_some()
+        || opts.norm_groups.is_some()
+        || opts.text_heads.is_some()
+    {
+        bail!("--unet-heads, --unet-head-channels, --unet-norm-groups, --norm-groups and --text-heads apply to --from ldm (diffusers' configs say them)");
     }
     let (ucfg, ufile) = read_json(&sub("unet/config.json"))?;
     let d = unet_config_from_diffusers(&ucfg, &ufile)?;
@@ -225,12 +232,17 @@ pub fn read_diffusers_pipeline(dir: &Path, opts: &PipelineOptions) -> Result<Pip
         .scale_factor
         .or_else(|| vcfg.get("scaling_factor").and_then(Value::as_f64))
         .unwrap_or(crate::interop::export::KL_DEFAULT_SCALING);
-    let latent_side = d.unet.image_size.unwrap_or(64) as u32;
+    let f = first_stage.model.downsampling() as u32;
     let image_size = opts
         .image_size
-        .unwrap_or(latent_side * first_stage.model.downsampling() as u32);
+        .unwrap_or(d.unet.image_size.unwrap_or(64) as u32 * f);
+    if !image_size.is_multiple_of(f) {
+        bail!("--image-size {image_size}: not a multiple of the first stage's f = {f}");
+    }
+    let mut unet = d.unet;
+    unet.image_size = Some((image_size / f) as usize);
     Ok(Pipeline {
-        unet: d.unet,
+        unet,
         model,
         ema: None,
         first_stage,
@@ -281,7 +293,8 @@ pub fn read_ldm_pipeline(path: &Path, opts: &PipelineOptions) -> Result<Pipeline
         UNET_PREFIX,
         &file,
         opts.unet_heads,
-        opts.unet_norm_groups.unwrap_or(32),
+        opts.unet_norm_groups
+            .unwrap_or(ldm_models::unet::resblock::UNET_NORM_GROUPS),
     )?;
     let image_size = opts.image_size.unwrap_or(512);
     let first_stage = first_stage_of(&source, &file, opts.norm_groups)?;
@@ -426,11 +439,14 @@ fn check_alphas(
     if !names.contains("alphas_cumprod") {
         return Ok(());
     }
-    let theirs: Vec<f32> = source
-        .f32_data("alphas_cumprod", file)?
-        .0
-        .to_vec()
-        .unwrap_or_default();
+    let (data, dtype) = source.f32_data("alphas_cumprod", file)?;
+    let theirs: Vec<f32> = data.to_vec().unwrap_or_default();
+    // Half-precision files round ᾱ (≤ 1) to 2⁻¹¹ (f16) or 2⁻⁸ (bf16).
+    let tol = match dtype.as_deref() {
+        Some("F16") => 2f64.powi(-11),
+        Some("BF16") => 2f64.powi(-8),
+        _ => 1e-5,
+    };
     let ours = schedule.noise_schedule().alphas_cumprod;
     let worst = ours
         .iter()
@@ -438,7 +454,7 @@ fn check_alphas(
         .map(|(a, b)| (a - f64::from(*b)).abs())
         .fold(0.0, f64::max);
     // NaN counts as a mismatch.
-    if theirs.len() != ours.len() || worst.is_nan() || worst >= 1e-5 {
+    if theirs.len() != ours.len() || worst.is_nan() || worst > tol {
         bail!(
             "{file}: `alphas_cumprod` ({} steps) is not Stable Diffusion's schedule (β 0.00085–0.012, scaled linear, \
              1000 steps; largest difference {worst:.1e}); this file's schedule is not supported",
@@ -476,6 +492,8 @@ fn run_config(p: &Pipeline, base: Option<&str>, out: &Path) -> Result<DiffusionR
         encoder_dir: text.display().to_string(),
         ..ConditioningConfig::default()
     };
+    // The EMA file holds a single file's `model_ema`: samples use it.
+    cfg.ema.enabled = true;
     cfg.data.root = PathBuf::new();
     cfg.data.size = p.image_size;
     cfg.data.cache_dir = None;

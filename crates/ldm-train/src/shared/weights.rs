@@ -99,6 +99,18 @@ pub fn load<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
     load_data(module, tensors, prefix, file)
 }
 
+/// [`load`] from file `name` of checkpoint `ck` (errors name the file).
+pub fn load_checkpoint_file<B: Backend, M: ModuleSnapshot<B> + Module<B>>(
+    module: M,
+    ck: &crate::shared::checkpoint::LoadedCheckpoint,
+    name: &str,
+    prefix: &str,
+) -> Result<M> {
+    let file = format!("{}/{name}", ck.dir.display());
+    let st = parse(ck.file(name)?, &file)?;
+    load(module, &st, prefix, &file)
+}
+
 /// Loads `(path, data)` pairs (paths without `prefix`) into `module` with the
 /// same strict checks as [`load`]; errors name keys as `prefix` + path. Used
 /// where tensors come from somewhere other than one of our safetensors files

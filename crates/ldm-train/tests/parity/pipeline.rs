@@ -573,28 +573,75 @@ fn imported_pipeline_samples_and_fine_tunes_from_the_command_line() {
     ]);
     let (ok, err) = ldm_train(&args);
     assert!(!ok && err.contains("model.unet.transformer_depth"), "{err}");
-    // The real fine-tune starts from the imported weights and moves them.
+    // The real fine-tune starts from the imported EMA weights and moves
+    // them; it may change the schedule (here to cosine), not the network.
     let ft = tmp.join("ft");
     let mut args = base.to_vec();
-    args.extend(["--run-dir", ft.to_str().unwrap()]);
+    args.extend([
+        "--set",
+        "model.beta_schedule=\"cosine\"",
+        "--run-dir",
+        ft.to_str().unwrap(),
+    ]);
     let (ok, err) = ldm_train(&args);
     assert!(ok, "{err}");
-    assert!(err.contains("weights from"), "{err}");
-    let before = tensors(&ck(&run).join("ema.safetensors"));
+    assert!(
+        err.contains("weights from") && err.contains("ema.safetensors"),
+        "{err}"
+    );
+    let ema = tensors(&ck(&run).join("ema.safetensors"));
+    let raw = tensors(&ck(&run).join("model.safetensors"));
     let after = tensors(&ck(&ft).join("model.safetensors"));
     assert_eq!(
-        before.keys().collect::<Vec<_>>(),
+        ema.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>()
     );
-    let moved: f32 = before
-        .iter()
-        .map(|(k, v)| {
-            v.iter()
-                .zip(&after[k])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max)
-        })
-        .fold(0.0, f32::max);
-    // Two AdamW steps at the base lr move weights by about 2·lr, no more.
-    assert!(moved > 0.0 && moved < 1e-2, "max change {moved}");
+    let max_diff = |a: &BTreeMap<String, Vec<f32>>| -> f32 {
+        a.iter()
+            .map(|(k, v)| {
+                v.iter()
+                    .zip(&after[k])
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max)
+            })
+            .fold(0.0, f32::max)
+    };
+    let (from_ema, from_raw) = (max_diff(&ema), max_diff(&raw));
+    // Two AdamW steps at the base lr move weights by about 2·lr, no more;
+    // the raw UNet of the file is a different perturbation, far away.
+    assert!(from_ema > 0.0 && from_ema < 1e-2, "max change {from_ema}");
+    assert!(from_raw > 10.0 * from_ema, "{from_raw} vs {from_ema}");
+    // A cosine schedule has no single-file form; the diffusers one has it,
+    // once: a second export into the same folder is refused.
+    let ft_s = ft.to_str().unwrap();
+    let (ok, err) = ldm_train(&[
+        "export",
+        "--checkpoint",
+        ft_s,
+        "--to",
+        "ldm",
+        "--out",
+        "x.safetensors",
+    ]);
+    assert!(!ok && err.contains("is not Stable Diffusion's"), "{err}");
+    let out = tmp.join("ft-diffusers");
+    let out_s = out.to_str().unwrap();
+    let export = [
+        "export",
+        "--checkpoint",
+        ft_s,
+        "--to",
+        "diffusers",
+        "--out",
+        out_s,
+    ];
+    let (ok, err) = ldm_train(&export);
+    assert!(ok, "{err}");
+    let sched: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sched["beta_schedule"], "squaredcos_cap_v2");
+    let (ok, err) = ldm_train(&export);
+    assert!(!ok && err.contains("exists and is not empty"), "{err}");
 }
