@@ -37,6 +37,7 @@ use crate::interop::export::{diffusers_config, renamed, write_atomic, ExportArgs
 use crate::interop::pipeline_config::{scheduler_config, unet_diffusers_config, ScheduleSettings};
 use crate::interop::pipeline_import::{CLIP_PREFIX, UNET_PREFIX};
 use crate::interop::unet_key_map::{compvis_ema_name, UnetKeyMap, UnetNaming};
+use crate::shared::run_dir::ensure_new_or_empty;
 use crate::shared::weights::{self, NamedTensor};
 
 /// The EMA weights of `d`'s checkpoint, when the run kept them.
@@ -205,17 +206,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
                 "vae": ["diffusers", "AutoencoderKL"],
             });
             // Old files of another export would mix with these.
-            if out.exists()
-                && fs::read_dir(out)
-                    .with_context(|| format!("cannot read {}", out.display()))?
-                    .next()
-                    .is_some()
-            {
-                bail!(
-                    "{}: exists and is not empty; export a pipeline into a new folder",
-                    out.display()
-                );
-            }
+            ensure_new_or_empty(out, "export a pipeline")?;
             for (sub, name, bytes) in &files {
                 put(&out.join(sub), name, bytes)?;
             }

@@ -55,6 +55,7 @@ use crate::interop::unet_key_map::{compvis_ema_name, UnetKeyMap, UnetNaming};
 use crate::shared::assets;
 use crate::shared::checkpoint::{self, CheckpointState, CheckpointWriter};
 use crate::shared::config::{self, ConfigSource, RunConfig};
+use crate::shared::run_dir::ensure_new_or_empty;
 use crate::shared::weights::{self, NamedTensor};
 
 /// Where a Stable Diffusion single file keeps the UNet.
@@ -623,17 +624,7 @@ pub fn run(
     base: Option<&str>,
     opts: &PipelineOptions,
 ) -> Result<PathBuf> {
-    if out.exists()
-        && fs::read_dir(out)
-            .with_context(|| format!("cannot read {}", out.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{}: exists and is not empty; import a pipeline into a new directory",
-            out.display()
-        );
-    }
+    ensure_new_or_empty(out, "import a pipeline")?;
     let p = match format {
         Format::Diffusers => read_diffusers_pipeline(path, opts)?,
         Format::Ldm => read_ldm_pipeline(path, opts)?,

@@ -14,6 +14,23 @@ pub struct RunDir {
     pub root: PathBuf,
 }
 
+/// Fails unless `dir` is absent or an empty directory: `what` (e.g. "import
+/// a pipeline") would otherwise mix its files with others'.
+pub fn ensure_new_or_empty(dir: &Path, what: &str) -> Result<()> {
+    if dir.exists()
+        && fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        anyhow::bail!(
+            "{}: exists and is not empty; {what} into a new directory",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 impl RunDir {
     /// Creates the directory tree.
     pub fn create(root: &Path) -> Result<Self> {
