@@ -22,6 +22,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, TensorData};
 use burn_store::pytorch::{PytorchError, PytorchReader};
 use burn_store::TensorSnapshot;
+use ldm_models::tensor_bytes::float_values;
 use ldm_models::{Autoencoder, AutoencoderConfig, Regularizer};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -152,18 +153,16 @@ impl Imported {
     }
 }
 
-/// Float values as f32: `bytes` are little-endian `dtype` elements (burn's
-/// dtype, as the pickle reader gives it, mapped to safetensors' to share
-/// one conversion).
-fn f32_values(bytes: &[u8], dtype: DType) -> Option<Vec<f32>> {
-    let dtype = match dtype {
+/// safetensors' name of a burn float dtype (the pickle reader gives burn's),
+/// so both containers convert through `tensor_bytes::float_values`.
+fn float_dtype(dtype: DType) -> Option<Dtype> {
+    Some(match dtype {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::BF16 => Dtype::BF16,
         DType::F64 => Dtype::F64,
         _ => return None,
-    };
-    ldm_models::tensor_bytes::float_values(bytes, dtype)
+    })
 }
 
 /// The tensors of one weights file, whichever container holds them.
@@ -232,27 +231,21 @@ impl<'a> TensorFile<'a> {
                 let view = st
                     .tensor(key)
                     .with_context(|| format!("{file}: cannot read `{key}`"))?;
-                let dtype = match view.dtype() {
-                    Dtype::F32 => DType::F32,
-                    Dtype::F16 => DType::F16,
-                    Dtype::BF16 => DType::BF16,
-                    Dtype::F64 => DType::F64,
-                    other => bail!("{file}: `{key}` has dtype {other:?}, expected a float tensor"),
-                };
-                (f32_values(view.data(), dtype), view.shape().to_vec(), dtype)
+                let values = float_values(view.data(), view.dtype());
+                (values, view.shape().to_vec(), format!("{:?}", view.dtype()))
             }
             Self::Pytorch(t) => {
                 let data = t[key]
                     .to_data()
                     .map_err(|e| anyhow::anyhow!("{file}: cannot read `{key}`: {e}"))?;
-                let values = f32_values(data.as_bytes(), data.dtype);
-                (values, data.shape.to_vec(), data.dtype)
+                let values = float_dtype(data.dtype).and_then(|d| float_values(data.as_bytes(), d));
+                (values, data.shape.to_vec(), format!("{:?}", data.dtype))
             }
         };
         let values = values.with_context(|| {
-            format!("{file}: `{key}` has dtype {dtype:?}, expected a float tensor")
+            format!("{file}: `{key}` has dtype {dtype}, expected a float tensor")
         })?;
-        let converted = (dtype != DType::F32).then(|| format!("{dtype:?}"));
+        let converted = (dtype != "F32").then_some(dtype);
         Ok((TensorData::new(values, shape), converted))
     }
 }

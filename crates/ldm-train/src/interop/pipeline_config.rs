@@ -50,6 +50,18 @@ impl ScheduleSettings {
         }
     }
 
+    /// The settings of `m` (its cosine offset aside).
+    pub fn of(m: &DiffusionModelConfig) -> Self {
+        Self {
+            timesteps: m.timesteps,
+            beta_schedule: m.beta_schedule,
+            linear_start: m.linear_start,
+            linear_end: m.linear_end,
+            parameterization: m.parameterization,
+            zero_terminal_snr: m.zero_terminal_snr,
+        }
+    }
+
     /// The noise schedule (a cosine one with diffusers' offset).
     pub fn noise_schedule(&self) -> NoiseSchedule {
         noise_schedule(

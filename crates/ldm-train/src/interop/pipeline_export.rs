@@ -224,14 +224,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             // A single file says nothing of its schedule but `alphas_cumprod`,
             // and importers (ours, diffusers') assume Stable Diffusion's.
             let m = &d.cfg.model;
-            let sd = ScheduleSettings::stable_diffusion(m.parameterization);
-            let mut ours = sd.clone();
-            ours.timesteps = m.timesteps;
-            ours.beta_schedule = m.beta_schedule;
-            ours.linear_start = m.linear_start;
-            ours.linear_end = m.linear_end;
-            ours.zero_terminal_snr = m.zero_terminal_snr;
-            if ours != sd {
+            if ScheduleSettings::of(m) != ScheduleSettings::stable_diffusion(m.parameterization) {
                 bail!(
                     "model: the schedule ({:?} {}–{}, {} steps{}) is not Stable Diffusion's (scaled linear \
                      0.00085–0.012, 1000 steps), which is all a single file can carry; export --to diffusers",

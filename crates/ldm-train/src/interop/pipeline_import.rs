@@ -116,13 +116,22 @@ pub struct Pipeline {
     pub schedule: ScheduleSettings,
     /// Latents are multiplied by this before diffusion.
     pub scale_factor: f64,
-    /// Image side in pixels.
-    pub image_size: u32,
     /// The source, for messages and metadata.
     pub source: String,
     /// Keys of a single file that are no part of the model (the schedule's
     /// buffers, LitEma's counters, a training loss's…), for the report.
     pub skipped: Vec<String>,
+}
+
+/// Records in `unet` the latent side of `image_size`-pixel images under a
+/// first stage of factor `f` (what `sample` and the config's `data.size`
+/// follow).
+fn set_image_size(unet: &mut UNetConfig, image_size: usize, f: usize) -> Result<()> {
+    if image_size == 0 || !image_size.is_multiple_of(f) {
+        bail!("--image-size {image_size}: not a positive multiple of the first stage's f = {f}");
+    }
+    unet.image_size = Some(image_size / f);
+    Ok(())
 }
 
 /// The gzipped merges of `path`: a merges file as is, or a transformers
@@ -233,15 +242,14 @@ pub fn read_diffusers_pipeline(dir: &Path, opts: &PipelineOptions) -> Result<Pip
         .scale_factor
         .or_else(|| vcfg.get("scaling_factor").and_then(Value::as_f64))
         .unwrap_or(crate::interop::export::KL_DEFAULT_SCALING);
-    let f = first_stage.model.downsampling() as u32;
-    let image_size = opts
-        .image_size
-        .unwrap_or(d.unet.image_size.unwrap_or(64) as u32 * f);
-    if !image_size.is_multiple_of(f) {
-        bail!("--image-size {image_size}: not a multiple of the first stage's f = {f}");
-    }
     let mut unet = d.unet;
-    unet.image_size = Some((image_size / f) as usize);
+    let f = first_stage.model.downsampling();
+    let default = unet.image_size.unwrap_or(64) * f;
+    set_image_size(
+        &mut unet,
+        opts.image_size.map_or(default, |s| s as usize),
+        f,
+    )?;
     Ok(Pipeline {
         unet,
         model,
@@ -254,7 +262,6 @@ pub fn read_diffusers_pipeline(dir: &Path, opts: &PipelineOptions) -> Result<Pip
         merges_gz,
         schedule,
         scale_factor,
-        image_size,
         source: dir.display().to_string(),
         skipped: Vec::new(),
     })
@@ -297,13 +304,9 @@ pub fn read_ldm_pipeline(path: &Path, opts: &PipelineOptions) -> Result<Pipeline
         opts.unet_norm_groups
             .unwrap_or(ldm_models::unet::resblock::UNET_NORM_GROUPS),
     )?;
-    let image_size = opts.image_size.unwrap_or(512);
     let first_stage = first_stage_of(&source, &file, opts.norm_groups)?;
-    let f = first_stage.model.downsampling() as u32;
-    if !image_size.is_multiple_of(f) {
-        bail!("--image-size {image_size}: not a multiple of the first stage's f = {f}");
-    }
-    unet.image_size = Some((image_size / f) as usize);
+    let f = first_stage.model.downsampling();
+    set_image_size(&mut unet, opts.image_size.map_or(512, |s| s as usize), f)?;
     let model = build_unet(
         &unet,
         linear,
@@ -414,7 +417,6 @@ pub fn read_ldm_pipeline(path: &Path, opts: &PipelineOptions) -> Result<Pipeline
         unet,
         model,
         ema,
-        image_size,
         first_stage,
         ae,
         text_config: serde_json::to_string_pretty(&clip_config_json(&text_shape))?,
@@ -485,10 +487,7 @@ fn run_config(p: &Pipeline, base: Option<&str>, out: &Path) -> Result<DiffusionR
         dropout: cfg.conditioning.dropout,
         encoder: Some(TextEncoderKind::Clip),
         tokenizer: Some(TokenizerKind::Clip),
-        tokenizer_file: text
-            .join(tokenizer_file_name(TokenizerKind::Clip))
-            .display()
-            .to_string(),
+        // tokenizer_file stays empty: the merges written beside the encoder.
         context_length: p.text_shape.max_position_embeddings,
         encoder_dir: text.display().to_string(),
         ..ConditioningConfig::default()
@@ -496,7 +495,11 @@ fn run_config(p: &Pipeline, base: Option<&str>, out: &Path) -> Result<DiffusionR
     // The EMA file holds a single file's `model_ema`: samples use it.
     cfg.ema.enabled = true;
     cfg.data.root = PathBuf::new();
-    cfg.data.size = p.image_size;
+    let side = p
+        .unet
+        .image_size
+        .context("the pipeline's UNet has no image_size (the readers set it)")?;
+    cfg.data.size = (side * p.first_stage.model.downsampling()) as u32;
     cfg.data.cache_dir = None;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("{} with the imported model: {e}", src.name))?;
